@@ -1,0 +1,87 @@
+"""The named feature registry: one stable name, group and description per feature.
+
+The order is ActSort's (``get_features.m``), so column ``i`` of an ActSort
+``metrics`` table is ``FEATURES[i]``. Names never change once released; the
+feature table is always addressed by name (``features.sel(feature="snr")``).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Feature(NamedTuple):
+    """One feature: its stable name, its group and a one-line description."""
+
+    name: str
+    group: str  # "temporal" | "spatial" | "spatiotemporal"
+    description: str
+
+
+_SCALES = (1, 3, 10, 30, 100, 300)
+
+_T = "temporal"
+_S = "spatial"
+_ST = "spatiotemporal"
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("snr", _T, "max of the median-filtered trace over sqrt(2) x the high-frequency noise level"),
+    Feature("temporal_corruption", _T, "mean relative deviation of the trace from its median filter where active"),
+    Feature("n_bad_peaks", _T, "number of low-prominence peaks of the normalised trace"),
+    Feature("top_decile_std", _T, "std of z-scored trace values at or above their 90th percentile"),
+    Feature("good_peak_spacing", _T, "mean spacing (frames) between high-prominence peaks"),
+    Feature("bad_peak_spacing", _T, "mean spacing (frames) between low-prominence peaks"),
+    Feature("peak_spacing", _T, "mean spacing (frames) between all peaks"),
+    Feature("peak_width_sum", _T, "sum of half-height widths of all peaks (min-max scaled trace)"),
+    Feature("good_peak_width_sum", _T, "sum of half-height widths of high-prominence peaks"),
+    Feature("peak_width_std", _T, "std of half-height widths of all peaks"),
+    Feature("good_peak_width_std", _T, "std of half-height widths of high-prominence peaks"),
+    *(
+        f
+        for s in _SCALES
+        for f in (
+            Feature(f"event_power_{s}sd", _T, f"fraction of trace power above {s} noise s.d."),
+            Feature(f"event_fraction_{s}sd", _T, f"fraction of frames above {s} noise s.d."),
+            Feature(f"event_count_{s}sd", _T, f"number of events (upward crossings) above {s} noise s.d."),
+        )
+    ),
+    Feature("band_power_0_05", _T, "fraction of spectral power in normalised band [0, 0.05]"),
+    Feature("band_power_05_95", _T, "fraction of spectral power in normalised band [0.05, 0.95]"),
+    Feature("band_power_50_100", _T, "fraction of spectral power in normalised band [0.5, 1]"),
+    Feature("band_power_0_50", _T, "fraction of spectral power in normalised band [0, 0.5]"),
+    Feature("band_power_95_100", _T, "fraction of spectral power in normalised band [0.95, 1]"),
+    Feature("trace_similarity", _T, "fraction of other candidates whose median-filtered trace correlates > 0.7"),
+    Feature("spike_fluorescence", _T, "sum of normalised trace values at or above their 99th percentile"),
+    Feature("area", _S, "number of footprint pixels with weight > 0.1 (of the peak-normalised footprint)"),
+    Feature("multiple_bodies", _S, "1 if the thresholded footprint has more than one connected region"),
+    Feature("footprint_sum", _S, "sum of footprint weights (peak-normalised)"),
+    Feature("perimeter", _S, "perimeter (pixels) of the footprint support"),
+    Feature("edge_distance", _S, "distance of the peak pixel to the nearest image edge"),
+    Feature("circularity", _S, "4 pi area / perimeter^2 of the largest region with weight > 0.3"),
+    Feature("eccentricity", _S, "major / minor axis ratio of the footprint support"),
+    Feature("mean_footprint_value", _S, "mean footprint weight over the field of view"),
+    Feature("spatial_corruption", _S, "local (4x4 box) vs global normalised variance of the footprint"),
+    Feature("footprint_overlap_corr", _S, "max Pearson correlation with any overlapping other footprint"),
+    Feature("epsilon_mean", _ST, "mean robust-residual statistic over event snapshots"),
+    Feature("epsilon_min", _ST, "min robust-residual statistic over event snapshots"),
+    Feature("epsilon_p10", _ST, "10th percentile of the robust-residual statistic"),
+    Feature("epsilon_p20", _ST, "20th percentile of the robust-residual statistic"),
+    Feature("corr_score", _ST, "cosine similarity of the footprint and the trace-projected snapshot map"),
+    *(
+        Feature(f"{ratio}_q{q:02d}", _ST, f"{q}% quantile over events of the {desc} activity ratio")
+        for ratio, desc in (
+            ("inside_vs_trace", "inside-footprint vs trace"),
+            ("trace_vs_surround", "trace vs surround"),
+            ("inside_vs_surround", "inside vs surround"),
+        )
+        for q in (1, 25, 50, 75, 99)
+    ),
+    *(
+        Feature(f"tqm_{r:02d}", _ST, f"event-weighted mean footprint-frame correlation where trace > {r / 100:.1f} max")
+        for r in range(0, 100, 10)
+    ),
+)
+
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+FEATURE_GROUPS: tuple[str, ...] = tuple(f.group for f in FEATURES)
+
+assert len(FEATURES) == 76 and len(set(FEATURE_NAMES)) == 76
