@@ -61,17 +61,33 @@ def to_coo(footprints, fov_shape: tuple[int, int] | None = None, *, path=None, f
                 "to know the image size."
             )
         m = footprints.tocoo()
-        h, w = (int(s) for s in fov_shape)
+        try:
+            h, w = (int(s) for s in fov_shape)
+        except (TypeError, ValueError):
+            h = w = 0
+        if h < 1 or w < 1:
+            raise InputError(
+                f"{where(path, field)}fov_shape must be two positive integers (height, width), got {fov_shape!r}."
+            )
         if m.shape[1] != h * w:
             raise InputError(
                 f"{where(path, field)}footprints have {m.shape[1]} pixels per candidate but fov_shape "
                 f"{(h, w)} has {h * w}; pass the field of view the footprints were extracted on."
             )
+        # Canonical order with scipy, so sparse.COO need not sort (which compiles numba code).
+        m = m.tocsr()
+        m.sum_duplicates()
+        m = m.tocoo()
         coords = np.stack([m.row, m.col // w, m.col % w])
-        out = sparse.COO(coords, m.data.astype(np.float32), shape=(m.shape[0], h, w))
+        out = sparse.COO(coords, m.data.astype(np.float32), shape=(m.shape[0], h, w), has_duplicates=False, sorted=True)
     elif isinstance(footprints, sparse.SparseArray):
         check_ndim(footprints, 3, "footprints", path=path, field=field, dims=("candidate", "y", "x"))
-        out = sparse.COO(footprints).astype(np.float32)
+        src = sparse.COO(footprints)
+        # Cast the values directly: COO.astype goes through numba (seconds of JIT per process).
+        out = src if src.dtype == np.float32 else sparse.COO(
+            src.coords, src.data.astype(np.float32), shape=src.shape, has_duplicates=False, sorted=True,
+            fill_value=np.float32(src.fill_value),
+        )
     else:
         arr = np.asarray(footprints)
         check_ndim(arr, 3, "footprints", path=path, field=field, dims=("candidate", "y", "x"))
@@ -84,12 +100,13 @@ def to_coo(footprints, fov_shape: tuple[int, int] | None = None, *, path=None, f
 def _lazy_movie(movie, path=None):
     if isinstance(movie, xr.DataArray):
         movie = movie.data
-    if not isinstance(movie, da.Array):
-        # Chunk by time so that nothing downstream reads the whole movie at once.
-        n_t = movie.shape[0] if np.ndim(movie) else 0
-        movie = da.from_array(movie, chunks=(max(1, min(n_t, 100)), -1, -1), asarray=False)
+    if not hasattr(movie, "shape") or not hasattr(movie, "dtype"):
+        movie = np.asarray(movie)
     check_ndim(movie, 3, "movie", path=path, dims=("time", "y", "x"))
     check_numeric(movie, "movie", path=path)
+    if not isinstance(movie, da.Array):
+        # Chunk by time so that nothing downstream reads the whole movie at once.
+        movie = da.from_array(movie, chunks=(max(1, min(movie.shape[0], 100)), -1, -1), asarray=False)
     return movie
 
 
@@ -181,8 +198,11 @@ def candidate_set(
         raise InputError(f"{where(source)}ids must have one entry per candidate ({n}), got shape {ids.shape}.")
     if len(np.unique(ids)) != n:
         raise InputError(f"{where(source)}candidate ids must be unique; found duplicates.")
-    rate = float("nan") if frame_rate is None else float(frame_rate)
-    if not (np.isnan(rate) or rate > 0):
+    try:
+        rate = float("nan") if frame_rate is None else float(frame_rate)
+    except (TypeError, ValueError):
+        rate = -1.0
+    if not (np.isnan(rate) or 0 < rate < np.inf):
         raise InputError(f"frame_rate must be a positive number of frames per second, got {frame_rate!r}.")
 
     data_vars: dict[str, Any] = {
@@ -210,6 +230,7 @@ def candidate_set(
     for name, img in (summary_images or {}).items():
         img = np.asarray(img)
         check_ndim(img, 2, name, path=source, field=name, dims=("y", "x"))
+        check_numeric(img, name, path=source, field=name)
         if img.shape != (h, w):
             raise InputError(
                 f"{where(source, name)}the summary image is {img.shape} but the footprints are {(h, w)}; "
@@ -278,15 +299,23 @@ def feature_set(
             f"{where(source)}there are {f} feature columns but {len(feature_names)} feature names; "
             "pass one name per column."
         )
+    ids = np.arange(n) if ids is None else np.asarray(ids)
+    if ids.shape != (n,):
+        raise InputError(f"{where(source)}ids must have one entry per candidate ({n}), got shape {ids.shape}.")
     data_vars: dict[str, Any] = {"features": (("candidate", "feature"), X)}
     coords: dict[str, Any] = {
-        "candidate": np.arange(n) if ids is None else np.asarray(ids),
+        "candidate": ids,
         "feature": [str(s) for s in feature_names],
     }
     if annotations is not None:
         A = np.asarray(annotations)
         if A.ndim == 1:
             A = A[None]
+        if A.ndim != 2:
+            raise InputError(
+                f"{where(source)}annotations must be (annotator, candidate) or one row per candidate, "
+                f"got shape {A.shape}."
+            )
         if A.shape[1] != n:
             raise InputError(
                 f"{where(source)}annotations have {A.shape[1]} candidates but features have {n}; "
@@ -301,6 +330,11 @@ def feature_set(
         coords["annotator"] = (
             [f"annotator{i}" for i in range(A.shape[0])] if annotators is None else [str(a) for a in annotators]
         )
+        if len(coords["annotator"]) != A.shape[0]:
+            raise InputError(
+                f"{where(source)}there are {A.shape[0]} annotator rows but {len(coords['annotator'])} annotator "
+                "names; pass one name per row."
+            )
     return xr.Dataset(
         data_vars,
         coords=coords,
