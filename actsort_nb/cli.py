@@ -25,6 +25,125 @@ def _add_info(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export labels from a label log to CSV, HDF5, Suite2p, CaImAn or NWB")
+    p.add_argument("log", help="label log written while sorting (SQLite file or postgresql:// URL)")
+    p.add_argument("--format", required=True, choices=["csv", "hdf5", "suite2p", "caiman", "nwb"],
+                   help="csv/hdf5: a labels file; suite2p: iscell.npy in a plane folder (original backed up); "
+                   "caiman/nwb: a copy of the results file with the labels")
+    p.add_argument("--target", required=True,
+                   help="csv/hdf5: file to write; suite2p: plane folder; caiman/nwb: the original results file")
+    p.add_argument("--out", help="caiman/nwb: the copy to write (default <name>.actsort.<ext> beside the original)")
+    p.add_argument("--n", type=int, help="number of candidates (default: from the target or the log)")
+    p.add_argument("--annotator", help="whose labels: a name, 'consensus', or (default) the last decision by anyone")
+    p.add_argument("--p-cell", dest="p_cell", help=".npy file of the model's P(cell) per candidate (optional)")
+    p.add_argument("--threshold", type=float, default=0.5, help="P(cell) at which the model calls a cell")
+    p.add_argument("--plane-segmentation", dest="plane_segmentation",
+                   help="nwb: name of the PlaneSegmentation when the file holds several")
+
+    def run(args) -> int:
+        from pathlib import Path
+
+        import numpy as np
+
+        from .store import export
+
+        kw = {"n": args.n, "annotator": args.annotator, "threshold": args.threshold}
+        if args.p_cell:
+            if not Path(args.p_cell).is_file():
+                raise InputError(f"--p-cell file {args.p_cell} does not exist; give a .npy file of P(cell).")
+            try:
+                kw["p_cell"] = np.load(args.p_cell, allow_pickle=False)
+            except ValueError as exc:
+                raise InputError(f"--p-cell file {args.p_cell} is not a plain .npy array ({exc}).") from exc
+        if args.format in ("caiman", "nwb"):
+            kw["out"] = args.out
+        elif args.out:
+            raise InputError(f"--out applies to the caiman and nwb formats only; for {args.format} use --target.")
+        if args.format == "nwb":
+            kw["plane_segmentation"] = args.plane_segmentation
+        written = export(args.log, args.format, args.target, **kw)
+        print(f"wrote {written.path}" + (f" (previous file backed up to {written.backup})" if written.backup else ""))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_preprocess(sub) -> None:
+    p = sub.add_parser(
+        "preprocess",
+        help="stream a movie once and write the sort set (events, snapshots, summary images, features)",
+    )
+    p.add_argument("movie", help="the motion-corrected movie (HDF5, TIFF, .npy) the candidates were extracted from")
+    p.add_argument("extraction", help="extraction output (EXTRACT .mat, CaImAn .hdf5, Suite2p plane folder, NWB, regions.json)")
+    p.add_argument("-o", "--output", required=True, help="sort set to write (HDF5, e.g. SORTSET.h5)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, help="spread the chunks over a local dask cluster of N worker processes")
+    where.add_argument("--scheduler", default=None, help="address of a running dask.distributed scheduler (tcp://host:8786)")
+    p.add_argument("--chunk-frames", type=int, default=None, help="frames per time chunk (default: ~32 MB per chunk)")
+    p.add_argument("--no-features", action="store_true", help="skip the 76 features")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def run(args) -> int:
+        import contextlib
+
+        from .io import open_candidates
+        from .preprocess import preprocess
+
+        if args.workers is not None and args.workers < 1:
+            raise InputError(f"--workers must be at least 1, got {args.workers}.")
+        candidates = open_candidates(args.extraction, movie=args.movie)
+        with contextlib.ExitStack() as stack:
+            client = None
+            if args.workers is not None or args.scheduler is not None:
+                try:
+                    from distributed import Client, LocalCluster
+                except ImportError:
+                    raise InputError("--workers/--scheduler need dask.distributed; install it with pip install 'actsort_nb[cluster]'.") from None
+                if args.scheduler is not None:
+                    client = stack.enter_context(Client(args.scheduler))
+                else:
+                    cluster = stack.enter_context(
+                        LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None)
+                    )
+                    client = stack.enter_context(Client(cluster))
+            ss = preprocess(
+                candidates,
+                out=args.output,
+                client=client,
+                chunk_frames=args.chunk_frames,
+                progress=not args.quiet,
+                features=not args.no_features,
+            )
+        print(
+            f"wrote {args.output}: {ss.sizes['candidate']} candidates, {ss.sizes['time']} frames, "
+            f"crop {ss.attrs['crop_size']} px"
+        )
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="open JupyterLab on the quickstart (or --headless: run it here and print results)")
+    p.add_argument("--headless", action="store_true", help="no browser: simulate, pre-process, sort with a simulated annotator")
+    p.add_argument("--dir", default="actsort-demo", help="working folder (default ./actsort-demo)")
+    p.add_argument("--port", type=int, default=None, help="JupyterLab port")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    p.add_argument("--labels", type=int, default=60, help="labels the simulated annotator gives (--headless)")
+    p.add_argument("--seed", type=int, default=0)
+
+    def run(args) -> int:
+        from . import demo
+
+        if args.headless:
+            demo.run_headless(labels=args.labels, seed=args.seed, out_dir=args.dir)
+            return 0
+        return demo.launch_lab(args.dir, port=args.port, open_browser=not args.no_browser)
+
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``actsort-nb`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="actsort-nb", description=__doc__.splitlines()[0])
@@ -35,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _SUBCOMMANDS = [_add_info]
+_SUBCOMMANDS.append(_add_export)
+_SUBCOMMANDS.append(_add_preprocess)
+_SUBCOMMANDS.append(_add_demo)
 
 
 def main(argv: list[str] | None = None) -> int:
