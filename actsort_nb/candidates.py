@@ -104,6 +104,12 @@ def _lazy_movie(movie, path=None):
         movie = np.asarray(movie)
     check_ndim(movie, 3, "movie", path=path, dims=("time", "y", "x"))
     check_numeric(movie, "movie", path=path)
+    if isinstance(movie, np.memmap) and movie.filename:
+        # dask copies arrays it is given (reading a whole memory map); hand it the file instead.
+        from .io.movie import FileFrames, _from_frames
+
+        order = "F" if movie.flags.f_contiguous and not movie.flags.c_contiguous else "C"
+        movie = _from_frames(FileFrames(movie.filename, movie.dtype, movie.shape, movie.offset, order), "movie")
     if not isinstance(movie, da.Array):
         # Chunk by time so that nothing downstream reads the whole movie at once.
         movie = da.from_array(movie, chunks=(max(1, min(movie.shape[0], 100)), -1, -1), asarray=False)
@@ -171,12 +177,12 @@ def candidate_set(
     n = fp.shape[0]
     if tr.shape[0] != n:
         hint = (
-            " They look transposed: pass traces as (candidate, time)."
+            "they look transposed, so pass traces as (candidate, time)."
             if tr.shape[1] == n
-            else " Check that both come from the same extraction run."
+            else "check that both come from the same extraction run."
         )
         raise InputError(
-            f"{where(source)}there are {n} footprints but {tr.shape[0]} traces (traces shape {tr.shape}).{hint}"
+            f"{where(source)}there are {n} footprints but {tr.shape[0]} traces (traces shape {tr.shape}); {hint}"
         )
     if n == 0:
         raise InputError(f"{where(source)}the extraction output holds no candidates; nothing to sort.")

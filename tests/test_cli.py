@@ -1,0 +1,50 @@
+"""The ``actsort-nb`` command line (``info`` so far)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_io_writers import make_truth, write_extract_v73, write_suite2p
+
+from actsort_nb.cli import main
+
+
+def test_info_on_extract_output(tmp_path, capsys):
+    fp, tr, _ = make_truth(n=3, h=8, w=9, t=20)
+    p = write_extract_v73(tmp_path / "out.mat", fp, tr)
+    assert main(["info", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "format: extract" in out and "candidates: 3" in out and "field of view: 8 x 9" in out
+
+
+def test_info_on_a_movie(tmp_path, capsys):
+    np.save(tmp_path / "m.npy", np.zeros((6, 4, 5), np.uint16))
+    assert main(["info", str(tmp_path / "m.npy")]) == 0
+    assert "frames: 6" in capsys.readouterr().out
+
+
+def test_info_trust_flag_for_suite2p(tmp_path, capsys):
+    fp, tr, _ = make_truth(n=3, h=8, w=9, t=20)
+    folder = write_suite2p(tmp_path / "plane0", fp, tr)
+    assert main(["info", str(folder)]) == 0
+    assert "--trust" in capsys.readouterr().out
+    assert main(["info", "--trust", str(folder)]) == 0
+    assert "frame rate: 30 Hz" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", [b"", b"\x89HDF\r\n\x1a\n" + b"\x00" * 40, b"garbage"])
+def test_info_bad_file_exits_2_with_one_line(tmp_path, capsys, content):
+    p = tmp_path / "bad.h5"
+    p.write_bytes(content)
+    assert main(["info", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("actsort-nb info: ") and "bad.h5" in err and "\n" not in err
+
+
+@pytest.mark.realdata
+def test_info_on_real_files(real, capsys):
+    assert main(["info", str(real("actsort_benchmark", "twophoton_motion.mat"))]) == 0
+    out = capsys.readouterr().out
+    assert "candidates: 5276" in out and "features: 76" in out and "koala (3718 cells)" in out
+    assert main(["info", str(real("neurofinder_neuhofmo", "movie_crop_600x224x224_uint16.tif"))]) == 0
+    out = capsys.readouterr().out
+    assert "frames: 600" in out and "field of view: 224 x 224" in out and "uint16" in out

@@ -1,0 +1,101 @@
+"""Lazy movies: HDF5 (Python and MATLAB order), TIFF (memmap and compressed), .npy, data.bin."""
+from __future__ import annotations
+
+import dask.array as da
+import h5py
+import numpy as np
+import pytest
+import tifffile
+from test_io_writers import make_truth, write_h5_movie
+
+from actsort_nb import InputError
+from actsort_nb.io import guess_format, open_movie
+from actsort_nb.io.movie import movie_format
+
+
+@pytest.fixture
+def movie():
+    return make_truth(n=3, h=12, w=10, t=40)[2]
+
+
+def _check(arr, movie):
+    assert isinstance(arr, da.Array)
+    assert arr.shape == movie.shape
+    np.testing.assert_array_equal(arr.compute(), movie)
+    np.testing.assert_array_equal(arr[7].compute(), movie[7])
+
+
+def test_hdf5_python_order(tmp_path, movie):
+    p = write_h5_movie(tmp_path / "m.h5", movie)
+    assert guess_format(p) == "movie" and movie_format(p) == "hdf5"
+    _check(open_movie(p), movie)
+
+
+def test_hdf5_actsort_matlab_order_ignores_F_per_pixel(tmp_path, movie):
+    p = write_h5_movie(tmp_path / "m.h5", movie, matlab=True, dataset="Y")
+    _check(open_movie(p), movie)
+    # Explicit override reads it as stored.
+    assert open_movie(p, matlab_order=False).shape == (40, 10, 12)
+
+
+def test_hdf5_several_datasets_need_a_name(tmp_path, movie):
+    p = tmp_path / "m.h5"
+    with h5py.File(p, "w") as f:
+        f["a"] = movie
+        f["b"] = movie
+    with pytest.raises(InputError, match="dataset='name'"):
+        open_movie(p)
+    _check(open_movie(p, dataset="b"), movie)
+    with pytest.raises(InputError, match="has no dataset 'c'"):
+        open_movie(p, dataset="c")
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_tiff(tmp_path, movie, compression):
+    p = tmp_path / "m.tif"
+    tifffile.imwrite(p, movie, compression=compression)
+    assert movie_format(p) == "tiff"
+    _check(open_movie(p), movie)
+
+
+def test_tiff_one_page_per_file_frame_is_read_in_chunks(tmp_path, movie, monkeypatch):
+    import actsort_nb.io.movie as mm
+
+    monkeypatch.setattr(mm, "CHUNK_BYTES", movie[0].nbytes * 7)
+    p = tmp_path / "m.tif"
+    tifffile.imwrite(p, movie, compression="zlib")
+    arr = open_movie(p)
+    assert arr.chunks[0][0] == 7
+    _check(arr, movie)
+
+
+def test_npy_memmap(tmp_path, movie):
+    p = tmp_path / "m.npy"
+    np.save(p, movie)
+    arr = open_movie(p)
+    _check(arr, movie)
+
+
+def test_data_bin(tmp_path, movie):
+    p = tmp_path / "data.bin"
+    movie.astype(np.int16).tofile(p)
+    _check(open_movie(p, shape=movie.shape), movie)
+    with pytest.raises(InputError, match="no ops.npy beside it"):
+        open_movie(p)
+
+
+def test_movie_is_never_loaded_whole(tmp_path):
+    """A 2 GB-declared .npy movie opens instantly as a lazy array backed by a memmap."""
+    shape = (2000, 512, 1024)
+    with open(tmp_path / "big.npy", "wb") as fh:  # header + a sparse file: nothing written, nothing read
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<u2", "fortran_order": False, "shape": shape})
+        fh.truncate(fh.tell() + int(np.prod(shape)) * 2)
+    arr = open_movie(tmp_path / "big.npy")
+    assert arr.shape == (2000, 512, 1024) and arr.numblocks[0] > 1
+
+
+def test_not_a_movie(tmp_path):
+    p = tmp_path / "m.txt"
+    p.write_text("hello")
+    with pytest.raises(InputError, match="supported movies are"):
+        open_movie(p)
