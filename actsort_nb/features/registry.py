@@ -3,6 +3,8 @@
 The order is ActSort's (``get_features.m``), so column ``i`` of an ActSort
 ``metrics`` table is ``FEATURES[i]``. Names never change once released; the
 feature table is always addressed by name (``features.sel(feature="snr")``).
+The descriptions say what *this* package computes; where that departs from
+ActSort the computing module's docstring says how and why.
 """
 from __future__ import annotations
 
@@ -24,13 +26,13 @@ _S = "spatial"
 _ST = "spatiotemporal"
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("snr", _T, "max of the median-filtered trace over sqrt(2) x the high-frequency noise level"),
+    Feature("snr", _T, "max of the median-filtered, baseline-subtracted trace over sqrt(2) x the white-noise s.d."),
     Feature("temporal_corruption", _T, "mean relative deviation of the trace from its median filter where active"),
-    Feature("n_bad_peaks", _T, "number of low-prominence peaks of the normalised trace"),
+    Feature("n_bad_peaks", _T, "number of peaks of the normalised trace with prominence < max(0.5 q90, 0.1)"),
     Feature("top_decile_std", _T, "std of z-scored trace values at or above their 90th percentile"),
-    Feature("good_peak_spacing", _T, "mean spacing (frames) between high-prominence peaks"),
-    Feature("bad_peak_spacing", _T, "mean spacing (frames) between low-prominence peaks"),
-    Feature("peak_spacing", _T, "mean spacing (frames) between all peaks"),
+    Feature("good_peak_spacing", _T, "mean spacing (frames) between high-prominence peaks; trace length if fewer than two"),
+    Feature("bad_peak_spacing", _T, "mean spacing (frames) between low-prominence peaks; trace length if fewer than two"),
+    Feature("peak_spacing", _T, "mean spacing (frames) between all peaks; trace length if fewer than two"),
     Feature("peak_width_sum", _T, "sum of half-height widths of all peaks (min-max scaled trace)"),
     Feature("good_peak_width_sum", _T, "sum of half-height widths of high-prominence peaks"),
     Feature("peak_width_std", _T, "std of half-height widths of all peaks"),
@@ -39,9 +41,9 @@ FEATURES: tuple[Feature, ...] = (
         f
         for s in _SCALES
         for f in (
-            Feature(f"event_power_{s}sd", _T, f"fraction of trace power above {s} noise s.d."),
+            Feature(f"event_power_{s}sd", _T, f"fraction of (baseline-subtracted) trace power above {s} noise s.d."),
             Feature(f"event_fraction_{s}sd", _T, f"fraction of frames above {s} noise s.d."),
-            Feature(f"event_count_{s}sd", _T, f"number of events (upward crossings) above {s} noise s.d."),
+            Feature(f"event_count_{s}sd", _T, f"number of upward crossings of {s} noise s.d. by the smoothed trace"),
         )
     ),
     Feature("band_power_0_05", _T, "fraction of spectral power in normalised band [0, 0.05]"),
@@ -54,17 +56,17 @@ FEATURES: tuple[Feature, ...] = (
     Feature("area", _S, "number of footprint pixels with weight > 0.1 (of the peak-normalised footprint)"),
     Feature("multiple_bodies", _S, "1 if the thresholded footprint has more than one connected region"),
     Feature("footprint_sum", _S, "sum of footprint weights (peak-normalised)"),
-    Feature("perimeter", _S, "perimeter (pixels) of the footprint support"),
-    Feature("edge_distance", _S, "distance of the peak pixel to the nearest image edge"),
+    Feature("perimeter", _S, "perimeter (pixels) of the footprint support (weight > 1e-3 of peak)"),
+    Feature("edge_distance", _S, "distance (pixels, 0 on the border) of the peak pixel to the nearest image edge"),
     Feature("circularity", _S, "4 pi area / perimeter^2 of the largest region with weight > 0.3"),
-    Feature("eccentricity", _S, "major / minor axis ratio of the footprint support"),
+    Feature("eccentricity", _S, "major / minor axis ratio of the largest region with weight > 0.3"),
     Feature("mean_footprint_value", _S, "mean footprint weight over the field of view"),
-    Feature("spatial_corruption", _S, "local (4x4 box) vs global normalised variance of the footprint"),
+    Feature("spatial_corruption", _S, "r/(1+r), r = local (4x4 box) over global normalised variance of the footprint"),
     Feature("footprint_overlap_corr", _S, "max Pearson correlation with any overlapping other footprint"),
-    Feature("epsilon_mean", _ST, "mean robust-residual statistic over event snapshots"),
-    Feature("epsilon_min", _ST, "min robust-residual statistic over event snapshots"),
-    Feature("epsilon_p10", _ST, "10th percentile of the robust-residual statistic"),
-    Feature("epsilon_p20", _ST, "20th percentile of the robust-residual statistic"),
+    Feature("epsilon_mean", _ST, "mean over snapshot frames of the fraction of footprint pixels with unexplained activity"),
+    Feature("epsilon_min", _ST, "min over snapshot frames of the unexplained-activity fraction"),
+    Feature("epsilon_p10", _ST, "10th percentile over snapshot frames of the unexplained-activity fraction"),
+    Feature("epsilon_p20", _ST, "20th percentile over snapshot frames of the unexplained-activity fraction"),
     Feature("corr_score", _ST, "cosine similarity of the footprint and the trace-projected snapshot map"),
     *(
         Feature(f"{ratio}_q{q:02d}", _ST, f"{q}% quantile over events of the {desc} activity ratio")
