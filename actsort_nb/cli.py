@@ -144,6 +144,27 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_benchmark(sub) -> None:
+    p = sub.add_parser("benchmark", help="run one of the repository's benchmarks/ scripts and print its table")
+    p.add_argument("name", help="script name in benchmarks/ without .py (e.g. label_efficiency, query_latency)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the script (e.g. --quick)")
+
+    def run(args) -> int:
+        import subprocess
+        from pathlib import Path
+
+        folder = Path(__file__).resolve().parents[1] / "benchmarks"
+        names = sorted(q.stem for q in folder.glob("*.py")) if folder.is_dir() else []
+        if args.name not in names:
+            raise InputError(
+                f"there is no benchmark {args.name!r} in {folder} (found: {', '.join(names) or 'none'}); "
+                "give one of those names, from a clone of the repository."
+            )
+        return subprocess.call([sys.executable, str(folder / f"{args.name}.py"), *args.args])
+
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``actsort-nb`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="actsort-nb", description=__doc__.splitlines()[0])
@@ -157,6 +178,7 @@ _SUBCOMMANDS = [_add_info]
 _SUBCOMMANDS.append(_add_export)
 _SUBCOMMANDS.append(_add_preprocess)
 _SUBCOMMANDS.append(_add_demo)
+_SUBCOMMANDS.append(_add_benchmark)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,3 +48,21 @@ def test_info_on_real_files(real, capsys):
     assert main(["info", str(real("neurofinder_neuhofmo", "movie_crop_600x224x224_uint16.tif"))]) == 0
     out = capsys.readouterr().out
     assert "frames: 600" in out and "field of view: 224 x 224" in out and "uint16" in out
+
+
+def test_benchmark_unknown_name_is_one_sentence(capsys):
+    from actsort_nb.cli import main
+
+    assert main(["benchmark", "no_such_benchmark"]) == 2
+    err = capsys.readouterr().err
+    assert "no benchmark 'no_such_benchmark'" in err and "label_efficiency" in err
+
+
+def test_demo_headless_runs_the_whole_path(tmp_path, capsys):
+    from actsort_nb.demo import run_headless
+
+    out = run_headless(n_cells=30, shape=(80, 80), n_frames=400, labels=20, out_dir=tmp_path, progress=False)
+    text = capsys.readouterr().out
+    assert "balanced accuracy" in text
+    assert out["csv"].exists() and out["sortset"].exists()
+    assert len(out["curve"]) == 2 and all(0.0 <= acc <= 1.0 for _, acc in out["curve"])
