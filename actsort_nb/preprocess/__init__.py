@@ -1,0 +1,192 @@
+"""Pre-processing: one streaming pass from a movie + candidates to a compact sort set.
+
+``preprocess(candidates)`` finds each candidate's top events in its trace
+(:mod:`.events`), picks one fixed crop size and a crop per candidate (:mod:`.crops`),
+streams the movie once in time chunks gathering every snapshot clip and the max,
+mean and local-correlation images (:mod:`.stream`), quantises the clips to uint8,
+adds the 76 features (:mod:`actsort_nb.features`) and optionally writes the result
+as an HDF5 sort set (:mod:`.sortset`) that :func:`open_sortset` reopens lazily.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+import numpy as np
+import xarray as xr
+
+from .._validation import InputError
+from .crops import MARGIN, boundary_mask, crop_footprints, crop_origins, crop_size
+from .events import N_EVENTS, top_events
+from .sortset import SORTSET_SCHEMA, open_sortset, write_sortset
+from .stream import CLIP_HALF, quantise_snapshots, stream
+
+__all__ = [
+    "SORTSET_SCHEMA",
+    "add_features",
+    "boundary_mask",
+    "crop_footprints",
+    "crop_origins",
+    "crop_size",
+    "open_sortset",
+    "preprocess",
+    "top_events",
+    "write_sortset",
+]
+
+
+def add_features(sortset: xr.Dataset) -> xr.Dataset:
+    """Add ``features(candidate, feature)`` (float32, finite) from :mod:`actsort_nb.features`.
+
+    This is the one place the pre-processing calls the feature engine.
+
+    Parameters
+    ----------
+    sortset : xarray.Dataset
+        A sort set without (or with stale) features.
+
+    Returns
+    -------
+    xarray.Dataset
+        The same dataset with ``features`` and the ``feature`` coordinate.
+    """
+    from ..features import compute_features
+
+    feats = compute_features(sortset)
+    values = np.asarray(feats.transpose("candidate", "feature").values, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise RuntimeError(
+            "the feature engine returned NaN/inf values; this is a bug in actsort_nb.features, please report it."
+        )
+    sortset = sortset.drop_vars(["features", "feature"], errors="ignore")
+    sortset = sortset.assign_coords(feature=[str(s) for s in feats["feature"].values])
+    sortset["features"] = (("candidate", "feature"), values)
+    return sortset
+
+
+def preprocess(
+    candidates: xr.Dataset,
+    *,
+    out: str | os.PathLike | None = None,
+    client=None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    chunk_frames: int | None = None,
+    crop: int | None = None,
+    progress: bool = True,
+    features: bool = True,
+) -> xr.Dataset:
+    """Turn a CandidateSet with its movie into a sort set, in one pass over the movie.
+
+    Parameters
+    ----------
+    candidates : xarray.Dataset
+        A CandidateSet with ``footprints``, ``traces`` and a lazy ``movie``.
+    out : str or PathLike, optional
+        Write the sort set here (HDF5, replaced atomically once complete).
+    client : dask.distributed.Client, optional
+        Spread the time chunks over this cluster's workers.
+    scheduler : str, optional
+        A dask scheduler name instead (``"threads"``, ``"processes"``, ``"synchronous"``).
+    workers : int, optional
+        Threads of the default local executor (default: up to 2).
+    chunk_frames : int, optional
+        Frames per time chunk; default keeps the reader's chunks or uses ~32 MB chunks.
+        Memory is bounded by the chunk size, not by the movie's length.
+    crop : int, optional
+        Crop side in pixels; default from the footprints' extents (:func:`crop_size`).
+    progress : bool
+        Show a tqdm progress bar.
+    features : bool
+        Compute the 76 features (``features(candidate, feature)``).
+
+    Returns
+    -------
+    xarray.Dataset
+        The sort set: the CandidateSet (movie kept lazily, never saved) plus
+        ``event_frame``, ``snapshots``, ``snapshot_scale``, ``snapshot_offset``,
+        ``crop_origin``, ``crop_footprint``, ``max_image``, ``mean_image``,
+        ``corr_image`` and, with ``features=True``, ``features``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from actsort_nb import candidate_set
+    >>> rng = np.random.default_rng(0)
+    >>> fp = np.zeros((2, 40, 40), np.float32); fp[0, 5:10, 5:10] = 1; fp[1, 25:31, 20:26] = 1
+    >>> ds = candidate_set(fp, rng.random((2, 120)), movie=rng.random((120, 40, 40)).astype(np.float32))
+    >>> ss = preprocess(ds, progress=False, features=False)
+    >>> ss.snapshots.dims, ss.snapshots.dtype
+    (('candidate', 'event', 'frame', 'cy', 'cx'), dtype('uint8'))
+    """
+    if not isinstance(candidates, xr.Dataset):
+        raise InputError(
+            f"preprocess needs a CandidateSet (xarray.Dataset), got {type(candidates).__name__}; "
+            "build one with actsort_nb.io.open_candidates()."
+        )
+    if "movie" not in candidates.variables:
+        raise InputError(
+            "this CandidateSet has no movie, which pre-processing streams; open it with "
+            "actsort_nb.io.open_candidates(path, movie=MOVIE)."
+        )
+    candidates.actsort.require("footprints", "traces")
+    fov = candidates.actsort.fov_shape
+    n = candidates.actsort.n_candidates
+    if n == 0:
+        raise InputError("this CandidateSet has no candidates; there is nothing to pre-process.")
+    fp = candidates["footprints"].data
+    traces = candidates["traces"].transpose("candidate", "time").data
+    movie = candidates["movie"].transpose("time", "y", "x").data
+
+    t0 = time.perf_counter()
+    event_frame = top_events(traces)
+    side = int(crop) if crop is not None else crop_size(fp, fov)
+    origins = crop_origins(candidates.actsort.centers(), side, fov)
+    t1 = time.perf_counter()
+    result = stream(
+        movie,
+        event_frame,
+        origins,
+        side,
+        client=client,
+        scheduler=scheduler,
+        workers=workers,
+        chunk_frames=chunk_frames,
+        progress=progress,
+    )
+    t2 = time.perf_counter()
+    snapshots, scale, offset = quantise_snapshots(result, event_frame)
+
+    ds = candidates.drop_vars(["max_image", "mean_image", "corr_image"], errors="ignore")
+    ds = ds.assign_coords(corner=["y", "x"])
+    ds["event_frame"] = (("candidate", "event"), event_frame)
+    ds["snapshots"] = (("candidate", "event", "frame", "cy", "cx"), snapshots)
+    ds["snapshot_scale"] = (("candidate",), scale)
+    ds["snapshot_offset"] = (("candidate",), offset)
+    ds["crop_origin"] = (("candidate", "corner"), origins)
+    ds["crop_footprint"] = (("candidate", "cy", "cx"), crop_footprints(fp, origins, side))
+    ds["max_image"] = (("y", "x"), result.max_image)
+    ds["mean_image"] = (("y", "x"), result.mean_image)
+    ds["corr_image"] = (("y", "x"), result.corr_image)
+    ds.attrs.update(
+        sortset_schema=SORTSET_SCHEMA,
+        crop_size=side,
+        crop_margin=MARGIN,
+        clip_half=CLIP_HALF,
+        n_events=N_EVENTS,
+        seconds_events=round(t1 - t0, 3),
+        seconds_stream=round(t2 - t1, 3),
+        seconds_quantise=round(time.perf_counter() - t2, 3),
+    )
+    if features:
+        try:
+            ds = add_features(ds)
+        except ImportError as exc:  # the feature engine is an optional part of a partial install
+            warnings.warn(
+                f"features were not computed ({exc}); call add_features(sortset) once actsort_nb.features is installed.",
+                stacklevel=2,
+            )
+    if out is not None:
+        write_sortset(ds, out)
+    return ds

@@ -1,0 +1,187 @@
+"""Fixed-size crops around candidates: one square size for all, so arrays stack.
+
+ActSort crops each cell's bounding box ± 7 px (grown to include neighbours), so its
+crops have ragged sizes. Here every candidate gets the same ``size × size`` crop:
+the size is the bounding box ± ``margin`` of (nearly) the largest footprint,
+clipped to ``[min_size, max_size]``; each crop is centred on the candidate centre
+and shifted to stay inside the field of view. Stacked crops chunk per candidate
+on disk and need no per-candidate bookkeeping in the browser.
+"""
+from __future__ import annotations
+
+import numpy as np
+import sparse
+
+from .._validation import InputError
+
+__all__ = [
+    "MARGIN",
+    "boundary_mask",
+    "crop_footprints",
+    "crop_origins",
+    "crop_size",
+]
+
+#: Pixels added on each side of a footprint's bounding box (ActSort's margin).
+MARGIN = 7
+
+
+def _extents(footprints: sparse.COO, level: float) -> np.ndarray:
+    """``(candidate,)`` larger side of each footprint's bounding box (pixels ≥ level·peak)."""
+    n = footprints.shape[0]
+    c, y, x = footprints.coords
+    v = footprints.data
+    peak = np.zeros(n, np.float64)
+    np.maximum.at(peak, c, v)
+    on = v >= level * peak[c]
+    c, y, x = c[on], y[on], x[on]
+    lo_y = np.full(n, np.iinfo(np.int64).max)
+    hi_y = np.full(n, -1)
+    lo_x = lo_y.copy()
+    hi_x = hi_y.copy()
+    np.minimum.at(lo_y, c, y)
+    np.maximum.at(hi_y, c, y)
+    np.minimum.at(lo_x, c, x)
+    np.maximum.at(hi_x, c, x)
+    ext = np.maximum(hi_y - lo_y, hi_x - lo_x) + 1
+    return np.where(hi_y >= 0, ext, 0)
+
+
+def crop_size(
+    footprints: sparse.COO,
+    fov_shape: tuple[int, int],
+    *,
+    margin: int = MARGIN,
+    quantile: float = 0.5,
+    min_size: int = 16,
+    max_size: int = 48,
+    level: float = 0.05,
+) -> int:
+    """One crop side for all candidates: bounding box ± ``margin`` of the large footprints.
+
+    Parameters
+    ----------
+    footprints : sparse.COO
+        ``(candidate, y, x)`` footprints.
+    fov_shape : (int, int)
+        Field of view ``(height, width)``; the crop never exceeds it.
+    margin : int
+        Pixels around the bounding box (ActSort: 7).
+    quantile : float
+        Which quantile of the candidates' extents sets the size (1.0 = the largest).
+        The default 0.99 keeps one neuropil-sized candidate from enlarging every crop.
+    min_size, max_size : int
+        Sane range of the side.
+    level : float
+        Pixels at or above ``level × peak`` count towards a footprint's extent.
+
+    Returns
+    -------
+    int
+        The side, an even number of pixels (so a crop has a well-defined centre pair).
+
+    Examples
+    --------
+    >>> import numpy as np, sparse
+    >>> fp = np.zeros((1, 64, 64), np.float32); fp[0, 10:20, 10:20] = 1
+    >>> crop_size(sparse.COO.from_numpy(fp), (64, 64))
+    24
+    """
+    if min_size < 1 or max_size < min_size:
+        raise InputError(f"crop sizes need 1 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}.")
+    ext = _extents(footprints, level)
+    need = float(np.quantile(ext, quantile)) + 2 * margin if ext.size else min_size
+    side = int(np.clip(2 * np.ceil(need / 2), min_size, max_size))
+    return int(min(side, *fov_shape))
+
+
+def crop_origins(centers: np.ndarray, size: int, fov_shape: tuple[int, int]) -> np.ndarray:
+    """``(candidate, corner)`` int32 top-left ``(y0, x0)`` of each centred crop inside the field of view.
+
+    Parameters
+    ----------
+    centers : numpy.ndarray
+        ``(candidate, 2)`` centres ``(y, x)`` in pixels.
+    size : int
+        Crop side.
+    fov_shape : (int, int)
+        Field of view ``(height, width)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Origins with ``0 <= y0 <= height - size`` and ``0 <= x0 <= width - size``.
+
+    Examples
+    --------
+    >>> crop_origins(np.array([[0.0, 30.0], [10.0, 10.0]]), 8, (32, 32))
+    array([[ 0, 24],
+           [ 6,  6]], dtype=int32)
+    """
+    h, w = fov_shape
+    if size > min(h, w):
+        raise InputError(f"the crop side {size} is larger than the field of view {fov_shape}; pass a smaller crop_size.")
+    c = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
+    start = np.floor(c + 0.5) - size // 2  # centre pixel at index size // 2
+    hi = np.array([h - size, w - size])
+    return np.clip(start, 0, hi).astype(np.int32)
+
+
+def crop_footprints(footprints: sparse.COO, origins: np.ndarray, size: int) -> np.ndarray:
+    """Dense ``(candidate, cy, cx)`` float32 footprints inside each candidate's crop.
+
+    Parameters
+    ----------
+    footprints : sparse.COO
+        ``(candidate, y, x)`` footprints.
+    origins : numpy.ndarray
+        ``(candidate, 2)`` crop origins from :func:`crop_origins`.
+    size : int
+        Crop side.
+
+    Returns
+    -------
+    numpy.ndarray
+        Footprint weights inside the crops (pixels outside a crop are dropped).
+    """
+    n = footprints.shape[0]
+    c, y, x = footprints.coords
+    cy = y - origins[c, 0]
+    cx = x - origins[c, 1]
+    ok = (cy >= 0) & (cy < size) & (cx >= 0) & (cx < size)
+    out = np.zeros((n, size, size), np.float32)
+    np.add.at(out, (c[ok], cy[ok], cx[ok]), footprints.data[ok].astype(np.float32))
+    return out
+
+
+def boundary_mask(crop_footprint, level: float = 0.05) -> np.ndarray:
+    """Boundary pixels of ``crop_footprint ≥ level × its peak`` (ActSort's 0.05 contour).
+
+    A pixel is on the boundary when it is inside the region and one of its four
+    neighbours (or the crop edge) is outside. Vectorised over any leading dims.
+
+    Parameters
+    ----------
+    crop_footprint : array-like
+        ``(..., cy, cx)`` footprints, e.g. the sort set's ``crop_footprint``.
+    level : float
+        Fraction of each footprint's peak that defines the region.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of the same shape.
+
+    Examples
+    --------
+    >>> f = np.zeros((5, 5)); f[1:4, 1:4] = 1
+    >>> boundary_mask(f).astype(int)[2]
+    array([0, 1, 0, 1, 0])
+    """
+    f = np.asarray(crop_footprint, dtype=np.float32)
+    peak = f.max(axis=(-2, -1), keepdims=True)
+    inside = (f >= level * peak) & (f > 0)
+    pad = [(0, 0)] * (f.ndim - 2) + [(1, 1), (1, 1)]
+    p = np.pad(inside, pad)
+    interior = p[..., :-2, 1:-1] & p[..., 2:, 1:-1] & p[..., 1:-1, :-2] & p[..., 1:-1, 2:]
+    return inside & ~interior

@@ -1,0 +1,280 @@
+"""Benchmark the streaming pre-processing against one plain read of the same movie file.
+
+For each movie length it
+
+1. simulates ``--candidates`` candidates on a ``--size``² field of view and streams
+   their uint16 movie to an HDF5 file (``actsort_nb.synthetic.write_movie``; the
+   traces go to a second HDF5 file, so the measured process reads them lazily);
+2. in a fresh process (so peak RSS is the pre-processing's own): reads the movie
+   file once to warm the page cache, then times one plain sequential read of the
+   file (``readinto`` a 16 MB buffer), one read through the lazy reader
+   (``actsort_nb.io.open_movie``, block by block), and ``preprocess`` itself
+   (streaming pass, then writing the sort set; features timed separately when the
+   feature engine is installed);
+3. reports wall time as a ratio to the plain read, frames/s, peak RSS, and the sort
+   set's size as a fraction of the movie (with a per-variable breakdown).
+
+Both reads are warm (dropping the page cache needs root and disturbs other users),
+so the ratio is the pre-processing's cost over a memory-speed read: a conservative
+ratio; against a cold read from disk it would be lower.
+
+Usage::
+
+    python benchmarks/preprocess.py                # full: 512x512, 10,000 candidates, 4,096 and 8,192 frames (2.1 and 4.3 GB)
+    python benchmarks/preprocess.py --quick        # small: 256x256, 2,500 candidates, 500 and 1,000 frames
+    python benchmarks/preprocess.py --workdir /data/bench --keep   # reuse generated movies
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+FULL = {"size": 512, "candidates": 10_000, "frames": [4096, 8192]}
+QUICK = {"size": 256, "candidates": 2_500, "frames": [500, 1000]}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
+
+
+def generate(workdir: Path, size: int, n_candidates: int, n_frames: int, seed: int = 0) -> tuple[Path, Path]:
+    """Write ``movie.h5`` (dataset ``mov``) and ``candidates.h5`` for one length (skipped if present)."""
+    import h5py
+
+    from actsort_nb.synthetic import simulate_candidates, write_movie
+
+    movie = workdir / f"movie_{size}_{n_candidates}_{n_frames}.h5"
+    cands = workdir / f"candidates_{size}_{n_candidates}_{n_frames}.h5"
+    if movie.exists() and cands.exists():
+        return movie, cands
+    ds = simulate_candidates(n_candidates, (size, size), n_frames, seed=seed, movie="lazy", chunk_frames=64)
+    tmp = cands.with_suffix(".tmp")
+    with h5py.File(tmp, "w") as f:
+        fp = ds.footprints.data
+        f["coords"] = fp.coords.astype(np.int32)
+        f["data"] = fp.data
+        f.attrs["shape"] = fp.shape
+        f.create_dataset("traces", data=ds.traces.values.astype(np.float32), chunks=(min(1024, n_candidates), n_frames))
+        f["kind"] = ds.kind.values.astype("S")
+        f.attrs["frame_rate"] = float(ds.attrs.get("frame_rate", 10.0))
+    t0 = time.perf_counter()
+    write_movie(ds, movie.with_suffix(".tmp.h5"), format="h5")
+    os.replace(movie.with_suffix(".tmp.h5"), movie)
+    os.replace(tmp, cands)
+    print(f"  generated {movie.name} ({movie.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s", flush=True)
+    return movie, cands
+
+
+def _plain_read(path: Path) -> float:
+    buf = bytearray(16 << 20)
+    view = memoryview(buf)
+    t0 = time.perf_counter()
+    with open(path, "rb", buffering=0) as f:
+        while f.readinto(view):
+            pass
+    return time.perf_counter() - t0
+
+
+def measure(movie_path: Path, cands_path: Path, out: Path, workers: int, chunk_frames: int | None) -> dict:
+    """Time the reads and the pre-processing in this (fresh) process."""
+    import dask.array as da
+    import h5py
+    import sparse
+    import xarray as xr
+
+    from actsort_nb import candidate_set
+    from actsort_nb.io import open_movie
+    from actsort_nb.preprocess import add_features, preprocess, write_sortset
+
+    movie_bytes = movie_path.stat().st_size
+    _plain_read(movie_path)  # warm the page cache so both timings see the same state
+    t_read = min(_plain_read(movie_path) for _ in range(2))
+
+    mov = open_movie(movie_path, dataset="mov")
+    mov[:1].compute(scheduler="synchronous")  # dask's one-time warm-up, not reading
+    t0 = time.perf_counter()
+    for i in range(len(mov.chunks[0])):
+        mov.blocks[i].compute(scheduler="synchronous")
+    t_reader = time.perf_counter() - t0
+
+    f = h5py.File(cands_path, "r")
+    fp = sparse.COO(f["coords"][...].astype(np.int64), f["data"][...], shape=tuple(f.attrs["shape"]))
+    n, n_t = f["traces"].shape
+    traces = da.from_array(f["traces"], chunks=(min(1024, n), n_t), lock=True)
+    stub = candidate_set(fp, np.zeros((n, 1), np.float32), frame_rate=float(f.attrs["frame_rate"]))
+    ds = xr.Dataset(
+        {
+            "footprints": stub.footprints,
+            "traces": (("candidate", "time"), traces),
+            "movie": (("time", "y", "x"), mov),
+            "kind": (("candidate",), f["kind"][...].astype(str)),
+        },
+        coords={"candidate": stub.candidate},
+        attrs=stub.attrs,
+    )
+    rss0 = _peak_rss_mb()
+    t0 = time.perf_counter()
+    ss = preprocess(ds, workers=workers, chunk_frames=chunk_frames, progress=False, features=False)
+    t_pass = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    write_sortset(ss, out)
+    t_write = time.perf_counter() - t0
+    rss_pass = _peak_rss_mb()
+    t_feat = None
+    try:
+        t0 = time.perf_counter()
+        ss = add_features(ss)
+        t_feat = time.perf_counter() - t0
+    except ImportError as exc:
+        print(f"  (features skipped: {exc})", flush=True)
+    rss_all = _peak_rss_mb()
+    size = out.stat().st_size
+    from actsort_nb.preprocess import open_sortset
+
+    back = open_sortset(out)
+    picks = np.random.default_rng(0).choice(n, min(50, n), replace=False)
+    _ = back.snapshots.isel(candidate=int(picks[0])).values
+    t0 = time.perf_counter()
+    for i in picks:
+        _ = back.snapshots.isel(candidate=int(i)).values
+    t_one = (time.perf_counter() - t0) / len(picks)
+    breakdown = {}
+    with h5py.File(out, "r") as g:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                top = name.split("/")[1] if name.startswith("vars/") else name
+                breakdown[top] = breakdown.get(top, 0) + obj.id.get_storage_size()
+        g.visititems(visit)
+    return {
+        "frames": int(n_t),
+        "candidates": int(n),
+        "fov": list(ss.actsort.fov_shape),
+        "crop_size": int(ss.attrs["crop_size"]),
+        "chunk_frames": int(chunk_frames or mov.chunks[0][0]),
+        "workers": workers,
+        "movie_bytes": int(movie_bytes),
+        "plain_read_s": t_read,
+        "reader_read_s": t_reader,
+        "pass_s": t_pass,
+        "write_s": t_write,
+        "features_s": t_feat,
+        "events_s": ss.attrs["seconds_events"],
+        "stream_s": ss.attrs["seconds_stream"],
+        "quantise_s": ss.attrs["seconds_quantise"],
+        "ratio_stream": ss.attrs["seconds_stream"] / t_read,
+        "ratio_pass": t_pass / t_read,
+        "ratio_pass_write": (t_pass + t_write) / t_read,
+        "ratio_vs_reader": (t_pass + t_write) / t_reader,
+        "frames_per_s": n_t / (t_pass + t_write),
+        "rss_before_mb": rss0,
+        "peak_rss_pass_mb": rss_pass,
+        "peak_rss_with_features_mb": rss_all,
+        "one_candidate_snapshots_ms": 1000 * t_one,
+        "sortset_bytes": int(size),
+        "sortset_fraction": size / movie_bytes,
+        "sortset_breakdown_fraction": {k: v / movie_bytes for k, v in sorted(breakdown.items(), key=lambda kv: -kv[1])},
+    }
+
+
+def _table(rows: list[dict]) -> str:
+    head = (
+        "| frames | movie GB | candidates | crop | plain read s | stream s | pass s | write s | stream/read | "
+        "(pass+write)/read | frames/s | peak RSS MB | sort set / movie |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"| {r['frames']} | {r['movie_bytes'] / 1e9:.2f} | {r['candidates']} | {r['crop_size']} | "
+            f"{r['plain_read_s']:.2f} | {r['stream_s']:.2f} | {r['pass_s']:.2f} | {r['write_s']:.2f} | {r['ratio_stream']:.2f} | "
+            f"{r['ratio_pass_write']:.2f} | "
+            f"{r['frames_per_s']:.0f} | {r['peak_rss_pass_mb']:.0f} | {100 * r['sortset_fraction']:.1f} % |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small movie (256x256, 2,500 candidates, 500/1,000 frames)")
+    p.add_argument("--workdir", type=Path, default=None, help="where movies and sort sets go (default: a temp folder)")
+    p.add_argument("--keep", action="store_true", help="keep generated files")
+    p.add_argument("--size", type=int, default=None)
+    p.add_argument("--candidates", type=int, default=None)
+    p.add_argument("--frames", type=int, nargs="+", default=None, help="movie lengths (peak RSS must be flat across them)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--chunk-frames", type=int, default=None)
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--_measure", nargs=3, metavar=("MOVIE", "CANDS", "OUT"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args._measure:
+        movie, cands, out = (Path(a) for a in args._measure)
+        print("RESULT " + json.dumps(measure(movie, cands, out, args.workers, args.chunk_frames)), flush=True)
+        return 0
+
+    cfg = dict(QUICK if args.quick else FULL)
+    for key in ("size", "candidates", "frames"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="actsort_bench_")
+        workdir = Path(tmp.name)
+    else:
+        workdir = args.workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    try:
+        for n_frames in cfg["frames"]:
+            print(f"{cfg['size']}x{cfg['size']}, {cfg['candidates']} candidates, {n_frames} frames:", flush=True)
+            movie, cands = generate(workdir, cfg["size"], cfg["candidates"], n_frames)
+            out = workdir / f"sortset_{n_frames}.h5"
+            cmd = [sys.executable, __file__, "--_measure", str(movie), str(cands), str(out), "--workers", str(args.workers)]
+            if args.chunk_frames:
+                cmd += ["--chunk-frames", str(args.chunk_frames)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode:
+                print(proc.stdout, proc.stderr, file=sys.stderr)
+                return proc.returncode
+            line = [s for s in proc.stdout.splitlines() if s.startswith("RESULT ")][-1]
+            rows.append(json.loads(line[len("RESULT ") :]))
+            r = rows[-1]
+            print(
+                f"  plain read {r['plain_read_s']:.2f} s, reader {r['reader_read_s']:.2f} s, pass {r['pass_s']:.2f} s "
+                f"(events {r['events_s']:.2f}, stream {r['stream_s']:.2f}, quantise {r['quantise_s']:.2f}), "
+                f"write {r['write_s']:.2f} s -> {r['ratio_pass_write']:.2f}x plain read, {r['frames_per_s']:.0f} frames/s, "
+                f"peak RSS {r['peak_rss_pass_mb']:.0f} MB, sort set {100 * r['sortset_fraction']:.1f} % of the movie, "
+                f"one candidate's snapshots reopened in {r['one_candidate_snapshots_ms']:.1f} ms",
+                flush=True,
+            )
+            if not args.keep:
+                for path in (movie, cands, out):
+                    path.unlink(missing_ok=True)
+    finally:
+        if tmp is not None and not args.keep:
+            tmp.cleanup()
+    print()
+    print(_table(rows))
+    print()
+    for r in rows:
+        parts = ", ".join(f"{k} {100 * v:.2f} %" for k, v in r["sortset_breakdown_fraction"].items() if v > 0.0005)
+        print(f"sort set breakdown ({r['frames']} frames): {parts}")
+    if len(rows) >= 2:
+        rss = [r["peak_rss_pass_mb"] for r in rows]
+        print(f"peak RSS across lengths {[r['frames'] for r in rows]}: {[round(x) for x in rss]} MB "
+              f"(growth {100 * (max(rss) / min(rss) - 1):.0f} %)")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

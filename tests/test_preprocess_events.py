@@ -1,0 +1,87 @@
+"""Top events on hand-built traces (ActSort's rule)."""
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from actsort_nb import InputError
+from actsort_nb.preprocess.events import EDGE_FRAMES, top_events
+
+
+def _trace(n_t=300, peaks=(), base=0.0):
+    t = np.full(n_t, base, np.float64)
+    for f, h in peaks:
+        t[f] = h
+    return t
+
+
+def test_highest_first_and_padding():
+    t = _trace(peaks=[(50, 3.0), (120, 5.0), (200, 4.0)])
+    assert top_events(t[None]).tolist() == [[120, 200, 50, -1, -1]]
+
+
+def test_keeps_five_highest_of_many():
+    peaks = [(20 + 25 * i, 1.0 + i) for i in range(10)]
+    ev = top_events(_trace(peaks=peaks)[None])[0]
+    assert ev.tolist() == [245, 220, 195, 170, 145]
+
+
+def test_edges_are_excluded():
+    n_t = 200
+    t = _trace(n_t, peaks=[(3, 100.0), (n_t - 4, 100.0), (100, 2.0)])
+    ev = top_events(t[None])[0]
+    assert ev[0] == 100 and (ev[1:] == -1).all()
+    assert EDGE_FRAMES <= ev[0] < n_t - EDGE_FRAMES
+
+
+def test_min_distance_keeps_taller_neighbour():
+    # 1 % of 1000 frames = 10: a peak 8 frames from a taller one is dropped, 12 frames is kept
+    t = _trace(1000, peaks=[(500, 5.0), (508, 4.0), (300, 3.0), (312, 2.5)])
+    assert top_events(t[None])[0].tolist() == [500, 300, 312, -1, -1]
+
+
+def test_prominence_threshold_is_trace_std():
+    rng = np.random.default_rng(0)
+    t = rng.normal(0, 1, 2000)
+    ev = top_events(t[None])[0]
+    # every kept peak has prominence >= std of the edge-zeroed trace
+    import scipy.signal
+
+    x = t.copy()
+    x[:EDGE_FRAMES] = 0
+    x[-EDGE_FRAMES:] = 0
+    x -= min(0, x.min())
+    peaks, props = scipy.signal.find_peaks(x, prominence=0)
+    prom = dict(zip(peaks.tolist(), props["prominences"]))
+    kept = ev[ev >= 0]
+    assert kept.size == 5
+    assert all(prom[int(f)] >= x.std() for f in kept)
+    assert np.all(np.diff(x[kept]) <= 0)  # highest first
+
+
+def test_no_peak_falls_back_to_argmax():
+    t = np.linspace(0, 1, 100)  # monotone: no interior peak; edges zeroed
+    ev = top_events(t[None])[0]
+    assert ev.tolist() == [100 - EDGE_FRAMES - 1, -1, -1, -1, -1]
+
+
+def test_negative_traces_are_shifted():
+    t = _trace(300, peaks=[(150, -1.0)], base=-3.0)  # a peak of -1 on a -3 baseline
+    assert top_events(t[None])[0, 0] == 150
+
+
+def test_dask_traces_match_numpy_and_blocks():
+    rng = np.random.default_rng(1)
+    tr = rng.normal(0, 1, (37, 400)).astype(np.float32)
+    want = top_events(tr)
+    got = top_events(da.from_array(tr, chunks=(5, 400)))
+    np.testing.assert_array_equal(want, got)
+    assert got.dtype == np.int32 and got.shape == (37, 5)
+
+
+def test_nan_traces_refused():
+    tr = np.zeros((2, 100))
+    tr[1, 3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        top_events(tr)

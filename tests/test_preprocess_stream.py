@@ -1,0 +1,265 @@
+"""The streaming pass: snapshot clips equal the movie, summary images equal direct numpy,
+chunking and executors do not change results, an interrupted run leaves nothing behind."""
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+from actsort_nb import InputError, candidate_set
+from actsort_nb.preprocess import preprocess
+from actsort_nb.preprocess.stream import (
+    Moments,
+    StreamResult,
+    _moments,
+    _quantise_records,
+    quantise_snapshots,
+    snapshot_index,
+    stream,
+)
+
+
+def _direct_corr(movie: np.ndarray) -> np.ndarray:
+    """Non-streaming 8-neighbour local correlation (CaImAn's local_correlations, eight_neighbours)."""
+    x = movie.astype(np.float64)
+    sd = x.std(0)
+    z = np.divide(x - x.mean(0), sd, out=np.zeros_like(x), where=sd > 0)
+    t, h, w = z.shape
+    pad = np.zeros((t, h + 2, w + 2))
+    pad[:, 1:-1, 1:-1] = z
+    ones = np.zeros((h + 2, w + 2))
+    ones[1:-1, 1:-1] = 1
+    total = np.zeros((h, w))
+    count = np.zeros((h, w))
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                nb = pad[:, 1 + dy : h + 1 + dy, 1 + dx : w + 1 + dx]
+                total += (z * nb).mean(0)
+                count += ones[1 + dy : h + 1 + dy, 1 + dx : w + 1 + dx]
+    return total / count
+
+
+def _candidates(n_t=90, shape=(40, 48), seed=0, dtype=np.uint16):
+    """Hand-built candidates: squares with one big transient each, a movie with unique values."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    boxes = [(0, 6, 0, 6), (h - 7, h, w - 5, w), (15, 21, 20, 26), (10, 14, 40, 46), (30, 36, 5, 9)]
+    fp = np.zeros((len(boxes), h, w), np.float32)
+    for i, (y0, y1, x0, x1) in enumerate(boxes):
+        fp[i, y0:y1, x0:x1] = 1
+    traces = rng.normal(0, 0.1, (len(boxes), n_t)).astype(np.float32)
+    for i in range(len(boxes)):
+        traces[i, 10 + 11 * i] += 5
+        traces[i, n_t - 12 - 3 * i] += 3
+    movie = rng.integers(0, 3000, (n_t, h, w)).astype(dtype)
+    return candidate_set(fp, traces, movie=movie, frame_rate=10.0), movie
+
+
+def test_snapshot_clips_equal_movie_within_quantisation():
+    ds, movie = _candidates()
+    ss = preprocess(ds, progress=False, features=False, chunk_frames=17)
+    s = ss.attrs["crop_size"]
+    snaps = ss.snapshots.values.astype(np.float64)
+    scale = ss.snapshot_scale.values.astype(np.float64)
+    offset = ss.snapshot_offset.values.astype(np.float64)
+    ev = ss.event_frame.values
+    o = ss.crop_origin.values
+    n_t = movie.shape[0]
+    checked = 0
+    for c in range(ev.shape[0]):
+        for e in range(ev.shape[1]):
+            if ev[c, e] < 0:
+                assert (snaps[c, e] == 0).all()
+                continue
+            frames = np.clip(np.arange(ev[c, e] - 5, ev[c, e] + 6), 0, n_t - 1)
+            want = movie[frames, o[c, 0] : o[c, 0] + s, o[c, 1] : o[c, 1] + s]
+            got = snaps[c, e] * scale[c] + offset[c]
+            assert np.abs(got - want).max() <= scale[c] * 1.001  # two roundings of half a step
+            checked += 1
+    assert checked >= 10
+    assert ss.snapshots.dtype == np.uint8
+    assert ss.snapshots.dims == ("candidate", "event", "frame", "cy", "cx")
+
+
+def test_summary_images_equal_numpy():
+    ds, movie = _candidates(n_t=70, shape=(37, 47), seed=3)
+    ss = preprocess(ds, progress=False, features=False, chunk_frames=9)
+    np.testing.assert_array_equal(ss.max_image.values, movie.max(0).astype(np.float32))
+    np.testing.assert_allclose(ss.mean_image.values, movie.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(ss.corr_image.values, _direct_corr(movie), atol=2e-5)
+
+
+def test_correlation_image_of_correlated_patch():
+    rng = np.random.default_rng(5)
+    sig = rng.normal(0, 1, 200)
+    movie = rng.normal(0, 1, (200, 12, 12)).astype(np.float32)
+    movie[:, 3:8, 3:8] += 20 * sig[:, None, None]  # one coherent patch
+    acc = Moments()
+    for s in range(0, 200, 33):
+        acc.add(_moments(movie[s : s + 33]))
+    corr = acc.corr_image()
+    np.testing.assert_allclose(corr, _direct_corr(movie), atol=1e-5)
+    assert corr[5, 5] > 0.99 and abs(corr[10, 10]) < 0.3
+
+
+@pytest.mark.parametrize("chunk_frames", [1, 7, 64, 500])
+def test_chunk_size_does_not_change_results(chunk_frames):
+    ds, _ = _candidates(seed=2, dtype=np.float32)
+    ref = preprocess(ds, progress=False, features=False, chunk_frames=90)
+    got = preprocess(ds, progress=False, features=False, chunk_frames=chunk_frames)
+    np.testing.assert_array_equal(ref.snapshots.values, got.snapshots.values)
+    np.testing.assert_array_equal(ref.snapshot_scale.values, got.snapshot_scale.values)
+    np.testing.assert_array_equal(ref.max_image.values, got.max_image.values)
+    np.testing.assert_allclose(ref.mean_image.values, got.mean_image.values, rtol=1e-6)
+    np.testing.assert_allclose(ref.corr_image.values, got.corr_image.values, atol=1e-6)
+
+
+def test_dask_schedulers_give_identical_results():
+    ds, _ = _candidates(seed=4)
+    ref = preprocess(ds, progress=False, features=False, chunk_frames=13)
+    for scheduler in ("synchronous", "threads"):
+        got = preprocess(ds, progress=False, features=False, chunk_frames=13, scheduler=scheduler)
+        for name in ("snapshots", "snapshot_scale", "snapshot_offset", "max_image", "mean_image", "corr_image"):
+            np.testing.assert_array_equal(ref[name].values, got[name].values, err_msg=name)
+
+
+def test_index_clamps_and_skips_missing_events():
+    idx = snapshot_index(np.array([[1, -1], [98, 50]]), np.array([[3, 4], [5, 6]]), 100, half=2)
+    assert np.all(np.diff(idx.frame) >= 0)
+    assert idx.frame.min() == 0 and idx.frame.max() == 99
+    assert len(idx.frame) == 15 and not np.any((idx.candidate == 0) & (idx.event == 1))
+    assert idx.origin[idx.candidate == 1].tolist() == [[5, 6]] * 10
+
+
+def _result(crops: np.ndarray) -> StreamResult:
+    """A StreamResult from raw (candidate, event, frame, cy, cx) crops, quantised per record."""
+    q, lo, sc = _quantise_records(crops.reshape(-1, *crops.shape[-2:]))
+    z = np.zeros(crops.shape[-2:], np.float32)
+    return StreamResult(q.reshape(crops.shape), lo.reshape(crops.shape[:3]), sc.reshape(crops.shape[:3]), z, z, z)
+
+
+def test_quantise_constant_and_missing():
+    clips = np.full((2, 2, 3, 4, 4), 7.0, np.float32)
+    clips[0, 1] = 1e6  # a missing event's frames must not widen the range
+    q, scale, offset = quantise_snapshots(_result(clips), np.array([[5, -1], [-1, -1]]))
+    assert (q[0, 0] * scale[0] + offset[0] == 7).all() and (q[0, 1] == 0).all() and (q[1] == 0).all()
+
+
+def test_requantisation_error_at_most_one_step():
+    rng = np.random.default_rng(7)
+    crops = rng.normal(0, 1, (6, 5, 11, 8, 8)) * rng.uniform(0.1, 100, (6, 5, 11, 1, 1)) + 50
+    ev = np.array([[1, 2, 3, 4, 5]] * 5 + [[1, 2, -1, -1, -1]])
+    q, scale, offset = quantise_snapshots(_result(crops), ev)
+    got = q * scale[:, None, None, None, None].astype(np.float64) + offset[:, None, None, None, None]
+    err = np.abs(got - crops)[ev >= 0]
+    step = np.broadcast_to(scale[:, None], ev.shape)[ev >= 0]
+    assert np.all(err.max(axis=(1, 2, 3)) <= step * 1.001)
+    assert q.min() == 0 and q.max() == 255
+
+
+def _failing(movie: np.ndarray, bad_block: int, chunk: int) -> da.Array:
+    def boom(block, block_info=None):
+        if block_info[0]["chunk-location"][0] == bad_block:
+            raise RuntimeError("disk unplugged")
+        return block
+
+    return da.from_array(movie, chunks=(chunk, -1, -1)).map_blocks(boom, dtype=movie.dtype)
+
+
+def test_interrupted_run_leaves_no_sortset_and_rerun_succeeds(tmp_path):
+    ds, movie = _candidates()
+    out = tmp_path / "sorted.h5"
+    broken = ds.copy()
+    broken["movie"] = (("time", "y", "x"), _failing(movie, bad_block=3, chunk=10))
+    with pytest.raises(RuntimeError, match="disk unplugged"):
+        preprocess(broken, out=out, progress=False, features=False)
+    assert list(tmp_path.iterdir()) == []
+    ss = preprocess(ds, out=out, progress=False, features=False)
+    assert out.exists() and [p.name for p in tmp_path.iterdir()] == ["sorted.h5"]
+    assert ss.snapshots.shape[0] == 5
+
+
+def test_interrupted_write_keeps_previous_sortset(tmp_path, monkeypatch):
+    from actsort_nb.preprocess import sortset as mod
+
+    ds, _ = _candidates()
+    out = tmp_path / "s.h5"
+    preprocess(ds, out=out, progress=False, features=False)
+    before = out.read_bytes()
+    calls = {"n": 0}
+    real = mod._write_var
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(mod, "_write_var", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess(ds, out=out, progress=False, features=False)
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["s.h5"]
+
+
+def test_movie_required_and_bad_options():
+    ds, _ = _candidates()
+    with pytest.raises(InputError, match="no movie"):
+        preprocess(ds.drop_vars("movie"), progress=False, features=False)
+    with pytest.raises(InputError, match="chunk_frames"):
+        preprocess(ds, progress=False, features=False, chunk_frames=0)
+    with pytest.raises(InputError, match="either client= or scheduler="):
+        stream(ds.movie.data, np.zeros((5, 5), int), np.zeros((5, 2), int), 8, client=object(), scheduler="threads")
+
+
+@pytest.mark.slow
+def test_local_cluster_gives_identical_results():
+    distributed = pytest.importorskip("distributed")
+    ds, _ = _candidates(n_t=120, seed=6)
+    try:
+        from actsort_nb.features import compute_features  # noqa: F401
+
+        features = True
+    except ImportError:  # the feature engine is another subpackage; compare the rest
+        features = False
+    ref = preprocess(ds, progress=False, features=features, chunk_frames=16)
+    with dask.config.set({"distributed.worker.daemon": False}):
+        cluster = distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, silence_logs=50
+        )
+        try:
+            with distributed.Client(cluster) as client:
+                got = preprocess(ds, progress=False, features=features, chunk_frames=16, client=client)
+                assert len(client.scheduler_info()["workers"]) == 2
+        finally:
+            cluster.close()
+    names = ["event_frame", "snapshots", "snapshot_scale", "snapshot_offset", "crop_origin",
+             "crop_footprint", "max_image", "mean_image", "corr_image"] + (["features"] if features else [])
+    for name in names:
+        np.testing.assert_array_equal(ref[name].values, got[name].values, err_msg=name)
+
+
+def test_record_cap_splits_chunks_without_changing_results():
+    ds, _ = _candidates(seed=8)
+    ref = preprocess(ds, progress=False, features=False, chunk_frames=90)
+    ev = ref.event_frame.values
+    s = ref.attrs["crop_size"]
+    got = stream(ds.movie.data, ev, ref.crop_origin.values, s, chunk_frames=90, progress=False,
+                 max_record_bytes=7 * s * s)  # at most 7 records per task
+    q, _, _ = quantise_snapshots(got, ev)
+    np.testing.assert_array_equal(q, ref.snapshots.values)
+    np.testing.assert_array_equal(got.max_image, ref.max_image.values)
+    np.testing.assert_allclose(got.corr_image, ref.corr_image.values, atol=1e-6)
+
+
+def test_cap_records_bounds_every_task():
+    from actsort_nb.preprocess.stream import _cap_records
+
+    movie = da.zeros((100, 4, 4), chunks=(50, 4, 4))
+    idx = snapshot_index(np.array([[20, 22, 24, 80]] * 3), np.zeros((3, 2), int), 100)
+    capped = _cap_records(movie, idx, 10)
+    bounds = np.concatenate([[0], np.cumsum(capped.chunks[0])])
+    counts = np.diff(np.searchsorted(idx.frame, bounds))
+    assert capped.shape == movie.shape and counts.max() <= 10 and counts.sum() == len(idx.frame)
+    assert _cap_records(movie, idx, 10**6) is movie
