@@ -83,6 +83,7 @@ def _add_preprocess(sub) -> None:
     p.add_argument("--chunk-frames", type=int, default=None, help="frames per time chunk (default: ~32 MB per chunk)")
     p.add_argument("--no-features", action="store_true", help="skip the 76 features")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--trust", action="store_true", help="allow reading Suite2p's pickled stat.npy/ops.npy")
 
     def run(args) -> int:
         import contextlib
@@ -92,7 +93,7 @@ def _add_preprocess(sub) -> None:
 
         if args.workers is not None and args.workers < 1:
             raise InputError(f"--workers must be at least 1, got {args.workers}.")
-        candidates = open_candidates(args.extraction, movie=args.movie)
+        candidates = open_candidates(args.extraction, movie=args.movie, trust=args.trust)
         with contextlib.ExitStack() as stack:
             client = None
             if args.workers is not None or args.scheduler is not None:

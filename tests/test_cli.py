@@ -66,3 +66,16 @@ def test_demo_headless_runs_the_whole_path(tmp_path, capsys):
     assert "balanced accuracy" in text
     assert out["csv"].exists() and out["sortset"].exists()
     assert len(out["curve"]) == 2 and all(0.0 <= acc <= 1.0 for _, acc in out["curve"])
+
+
+def test_info_describes_a_sort_set(tmp_path, capsys):
+    from actsort_nb.cli import main
+    from actsort_nb.preprocess import preprocess
+    from actsort_nb.synthetic import simulate_recording
+
+    ds = simulate_recording(n_cells=5, shape=(48, 48), n_frames=120, seed=0)
+    preprocess(ds, out=tmp_path / "s.h5", progress=False)
+    assert main(["info", str(tmp_path / "s.h5")]) == 0
+    text = capsys.readouterr().out
+    assert "actsort_nb sort set (schema 1)" in text
+    assert f"candidates: {ds.sizes['candidate']}" in text and "features: 76" in text

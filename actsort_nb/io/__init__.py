@@ -162,6 +162,13 @@ def _describe_set(ds: xr.Dataset) -> list[str]:
     return lines
 
 
+def _is_sortset(path: Path) -> bool:
+    from ..preprocess.sortset import FORMAT
+
+    with h5_open(path) as fh:
+        return fh.attrs.get("format") == FORMAT
+
+
 def _describe_h5(path: Path) -> list[str]:
     import h5py
 
@@ -216,6 +223,15 @@ def describe(path, trust: bool = False) -> str:
     fmt = guess_format(path)
     lines = [f"path: {name(path)}"]
     if fmt is None:
+        if is_hdf5(path) and _is_sortset(path):
+            from ..preprocess import open_sortset
+
+            ss = open_sortset(path)
+            lines.append(f"format: actsort_nb sort set (schema {ss.attrs.get('schema')})")
+            lines += _describe_set(ss)
+            if "features" in ss:
+                lines.insert(3, f"features: {ss.sizes['feature']}")
+            return "\n".join(lines)
         if is_hdf5(path):
             return "\n".join(lines + ["format: HDF5 (not a known extraction output)"] + _describe_h5(path))
         raise InputError(f"{name(path)}: is not a format actsort_nb recognises; supported are {SUPPORTED}, and movies.")
