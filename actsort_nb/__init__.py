@@ -11,4 +11,12 @@ from .candidates import candidate_set, feature_set
 
 __version__ = "0.1.0"
 
-__all__ = ["InputError", "candidate_set", "feature_set", "__version__"]
+__all__ = ["InputError", "candidate_set", "feature_set", "sort", "__version__"]
+
+
+def __getattr__(name: str):  # lazy: ``sort`` imports the widgets (anywidget, bqplot) only when used
+    if name == "sort":
+        from .widgets.app import sort
+
+        return sort
+    raise AttributeError(f"module 'actsort_nb' has no attribute {name!r}")

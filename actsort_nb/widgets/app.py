@@ -1,0 +1,519 @@
+"""The sorting app: the candidate panel and the live plots, wired to a learner and a label log.
+
+One decision, in order:
+
+1. the label is appended to the label log and committed (:meth:`LabelLog.record`);
+2. the panel moves on: it is sent the next candidate, whose payload was built
+   after the previous decision (prefetched), so the browser is answered without
+   waiting for a retrain;
+3. the learner is taught the label (exactly one retrain);
+4. P(cell), the plots and the map colours are updated, and the candidate after the
+   shown one is queried and its payload built (the next prefetch).
+
+So the candidate shown after decision *k* was chosen by the model trained on the
+first *k - 1* labels (a one-step look-ahead, as in other interactive labelling
+tools); the model shown for it (P(cell), decision) is the newest one. Re-running
+the cell on the same sort set opens the same label log and replays it into a new
+learner, so history and undo continue where the user stopped.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import xarray as xr
+
+from .._validation import InputError
+from ._payload import CandidateSource, fov_map, map_state
+from .panel import ACTION_KINDS, CandidatePanel
+from .plots import LivePlots
+
+__all__ = ["STRATEGY_ALIASES", "SortingApp", "dataset_key", "default_log_path", "sort"]
+
+#: Names the panel accepts for the learner's strategies ("ours" is the learner's ``explore``).
+STRATEGY_ALIASES = {"ours": "explore", "DCAL": "dcal", "CAL": "cal", "DAL": "dal"}
+
+
+def dataset_key(sortset: xr.Dataset) -> str:
+    """A stable key of a sort set for its label log: its ``uuid`` attribute, else a content hash.
+
+    Examples
+    --------
+    >>> from actsort_nb.synthetic import simulate_recording
+    >>> from actsort_nb.preprocess import preprocess
+    >>> sortset = preprocess(simulate_recording(n_cells=5, shape=(48, 48), n_frames=100, seed=0), progress=False)
+    >>> dataset_key(sortset) == dataset_key(sortset.copy())
+    True
+    """
+    if sortset.attrs.get("uuid"):
+        return str(sortset.attrs["uuid"])
+    h = hashlib.sha1()
+    h.update(np.ascontiguousarray(np.asarray(sortset["candidate"].values).astype(str)).tobytes())
+    h.update(np.ascontiguousarray(np.asarray(sortset["features"].values, dtype=np.float32)).tobytes())
+    return "sha1:" + h.hexdigest()[:20]
+
+
+def default_log_path(sortset: xr.Dataset) -> Path:
+    """Where a sort set's label log lives unless one is given.
+
+    Beside the sort set's file (``<name>.labels.sqlite``) when it was opened from
+    disk, else ``actsort_labels/<key>.sqlite`` under the current directory.
+    """
+    src = sortset.attrs.get("sortset_path") or sortset.encoding.get("source")
+    if src and Path(src).is_file():
+        p = Path(src)
+        return p.with_name(p.stem + ".labels.sqlite")
+    key = dataset_key(sortset).replace(":", "-")
+    return Path("actsort_labels") / f"{key}.sqlite"
+
+
+class SortingApp:
+    """Label candidates of a sort set with an active learner, in a notebook cell.
+
+    Parameters
+    ----------
+    sortset : xarray.Dataset
+        A sort set (see CONTRIBUTING.md): features, event snapshots, crops, traces,
+        footprints and summary images.
+    log : str, path-like or LabelLog, optional
+        The label log; default :func:`default_log_path`. An existing log of the
+        same sort set is replayed (the session resumes).
+    annotator : str, optional
+        Who labels; default the login name (the log's default).
+    strategy : str, optional
+        Query strategy of the learner: ``"dcal"`` (default), ``"cal"``, ``"dal"``,
+        ``"random"`` or ``"explore"`` (also ``"ours"``).
+    seed : int
+        Random seed of the learner.
+    threshold : float, optional
+        Decision threshold on P(cell); default the learner's.
+
+    Attributes
+    ----------
+    widget : ipywidgets.VBox
+        The panel, the plots and an error output, as one widget.
+    panel : CandidatePanel
+        The candidate view, decision buttons and map (anywidget).
+    plots : LivePlots
+        Accuracy, P(cell) histogram, counts and the strategy / threshold controls.
+    learner : actsort_nb.learn.ActiveLearner
+    log : actsort_nb.store.LabelLog
+    errors : list of str
+        Tracebacks of failed requests (also shown in :attr:`output`).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from actsort_nb.synthetic import simulate_recording
+    >>> from actsort_nb.preprocess import preprocess
+    >>> sortset = preprocess(simulate_recording(n_cells=10, shape=(64, 64), n_frames=200, seed=0), progress=False)
+    >>> app = SortingApp(sortset, log=os.path.join(tempfile.mkdtemp(), "l.sqlite"), annotator="ana")
+    >>> i = app.shown
+    >>> app.label(1)                       # what the Cell button does
+    >>> int(app.learner.labels[i]), [d.candidate for d in app.log.history()] == [i]
+    (1, True)
+    """
+
+    def __init__(
+        self,
+        sortset: xr.Dataset,
+        *,
+        log: Any = None,
+        annotator: str | None = None,
+        strategy: str | None = None,
+        seed: int = 0,
+        threshold: float | None = None,
+    ) -> None:
+        from ..learn import ActiveLearner
+        from ..store import LabelLog
+
+        if not isinstance(sortset, xr.Dataset):
+            raise InputError(
+                f"SortingApp needs a sort set (an xarray.Dataset), got {type(sortset).__name__}; "
+                "open one with actsort_nb.preprocess.open_sortset(path) or make one with preprocess(candidates)."
+            )
+        self.sortset = sortset
+        self.source = CandidateSource(sortset)
+        self.n = self.source.n
+        features = np.asarray(sortset["features"].transpose("candidate", "feature").values, dtype=np.float32)
+        strategy = STRATEGY_ALIASES.get(strategy, strategy) if strategy else "dcal"
+        self.learner = ActiveLearner(features, strategy=strategy, seed=seed)
+        if threshold is not None:
+            self.learner.threshold = float(threshold)
+        if isinstance(log, LabelLog):
+            self.log = log
+        else:
+            path = Path(log) if log is not None else default_log_path(sortset)
+            if not str(path).startswith("postgresql:"):
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self.log = LabelLog(path, annotator=annotator, dataset=dataset_key(sortset))
+        self.errors: list[str] = []
+        #: Per decision, milliseconds spent logging, answering the page, retraining,
+        #: prefetching and updating the views (the page is answered after ``log + show``).
+        self.timings: collections.deque = collections.deque(maxlen=10_000)
+        self.output = W.Output(layout=W.Layout(max_height="160px", overflow="auto"))
+        self.panel = CandidatePanel()
+        self.plots = LivePlots(
+            strategy=self.learner.strategy,
+            dcal_weight=float(self.learner.dcal_weight),
+            threshold=float(self.learner.threshold),
+        )
+        self.shown: int | None = None  # candidate on screen
+        self.live: int | None = None  # the queried candidate awaiting a label
+        self._prefetch: tuple[int, dict] | None = None
+        self._skipped: set[int] = set()
+        self._history: list[int] = []  # candidates of this annotator's effective decisions, in order
+        self._hist_pos: int | None = None
+        self._p: np.ndarray | None = None
+        self._seq = 0
+
+        self._replay()
+        self._refresh_model()
+        self.panel.fov = fov_map(self.source)
+        self.live = self._query(set())
+        if self.live is not None:
+            self._show(self.live)
+        self._refill_prefetch()
+        self._refresh_views()
+
+        self.panel.observe(self._on_action, names=["action"])
+        self.plots.threshold.observe(self._on_threshold, names=["value"])
+        self.plots.strategy.observe(self._on_strategy, names=["value"])
+        self.plots.dcal_weight.observe(self._on_dcal_weight, names=["value"])
+        self.widget = W.VBox([self.panel, self.plots, self.output])
+        self.widget.add_class("actsort-app")
+
+    def _repr_mimebundle_(self, **kwargs):
+        """Show the app when it is a cell's value (``app`` or ``actsort_nb.sort(...)``)."""
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        n_lab = int(np.sum(self.labels >= 0))
+        return f"SortingApp({self.n} candidates, {n_lab} labelled, log={str(self.log.path)!r})"
+
+    # ------------------------------------------------------------------ state
+    @property
+    def labels(self) -> np.ndarray:
+        """``(n,)`` human labels of this session's annotator (1, 0, -1), as the learner holds them."""
+        return np.asarray(self.learner.labels)
+
+    @property
+    def history(self) -> list[int]:
+        """Candidates of this annotator's effective decisions, oldest first."""
+        return list(self._history)
+
+    def _replay(self) -> None:
+        """Teach the learner this annotator's effective decisions from the log, in order (resume)."""
+        for d in self.log.history(annotator=self.log.annotator):
+            if d.candidate >= self.n:
+                raise InputError(
+                    f"the label log {self.log.path} has a decision on candidate {d.candidate} but the sort set has "
+                    f"{self.n} candidates; pass the log of this sort set (or a new log=...)."
+                )
+            self.learner.teach(int(d.candidate), bool(d.label))  # one at a time: undo stays per decision
+            self._history.append(int(d.candidate))
+
+    def _predict(self) -> np.ndarray | None:
+        """P(cell) of every candidate, or None while the learner has no fitted model."""
+        if not self.learner.fitted:
+            return None
+        return np.asarray(self.learner.predict_proba(), dtype=np.float64)
+
+    def _refresh_model(self) -> None:
+        self._p = self._predict()
+
+    def _threshold(self) -> float:
+        return float(self.learner.threshold)
+
+    def _query(self, exclude: set[int]) -> int | None:
+        """The learner's best unlabelled candidate that is not in ``exclude`` (nor skipped).
+
+        Asks the learner for its ``len(exclude) + 1`` best and keeps the first that is
+        not excluded, so the strategy decides even when its favourite is on screen.
+        """
+        shown = set(exclude)
+        exclude = shown | self._skipped
+        labels = self.labels
+        n_free = int(np.sum(labels < 0))
+        if n_free == 0:
+            return None
+        k = min(n_free, len(exclude) + 1)
+        for i in np.atleast_1d(self.learner.query(k=k)).tolist():
+            if i not in exclude:
+                return int(i)
+        if self._skipped:  # only skipped candidates are left: offer them again
+            self._skipped.clear()
+            return self._query(shown)
+        return None
+
+    def _p_of(self, i: int) -> float:
+        return float(self._p[i]) if self._p is not None else float("nan")
+
+    def _build(self, i: int) -> dict:
+        return self.source.payload(i, p_cell=self._p_of(i), threshold=self._threshold(),
+                                   label=int(self.labels[i]), labels=self.labels)
+
+    def _show(self, i: int, payload: dict | None = None) -> None:
+        """Send candidate ``i`` to the browser (a prefetched payload is refreshed, not rebuilt)."""
+        if payload is None or payload["index"] != i:
+            payload = self._build(i)
+        else:
+            labels = self.labels
+            payload = dict(payload, label=int(labels[i]), p_cell=None if self._p is None else self._p_of(i),
+                           threshold=self._threshold(),
+                           neighbor_labels=[int(labels[self.source.index_of(j)]) for j in payload["neighbor_ids"]])
+        self._seq += 1
+        payload["seq"] = self._seq
+        self.shown = i
+        self.panel.current = payload
+
+    def _refill_prefetch(self) -> None:
+        exclude = {self.live} if self.live is not None else set()
+        nxt = self._query(exclude)
+        self._prefetch = None if nxt is None else (nxt, self._build(nxt))
+
+    def _take_prefetch(self) -> int | None:
+        if self._prefetch is not None:
+            i = self._prefetch[0]
+            if self.labels[i] < 0 and i not in self._skipped:
+                return i
+        return None
+
+    def _refresh_views(self) -> None:
+        labels = self.labels
+        thr = self._threshold()
+        self.panel.map_state = map_state(labels, self._p, thr)
+        if self.shown is not None:
+            self.panel.model_view = {"index": int(self.shown), "p_cell": None if self._p is None else self._p_of(self.shown),
+                                     "threshold": thr}
+        unl = labels < 0
+        self.panel.counts = {
+            "n": int(self.n),
+            "labelled": int(np.sum(~unl)),
+            "cells": int(np.sum(labels == 1)),
+            "not_cells": int(np.sum(labels == 0)),
+            "model_cells": None if self._p is None else int(np.sum(self._p[unl] >= thr)),
+            "history_pos": self._hist_pos,
+            "history_len": len(self._history),
+            "skipped": len(self._skipped),
+        }
+        x, y = self.learner.accuracy_estimate()
+        self.plots.update(n_labels=x, accuracy=y, p_cell=self._p, labels=labels, threshold=thr)
+
+    # ---------------------------------------------------------------- actions
+    def label(self, value: int | bool, index: int | None = None) -> None:
+        """Label the shown candidate (or ``index``): 1/True cell, 0/False not a cell.
+
+        The decision is committed to the log first; then the panel moves on, the
+        learner retrains once and the views update.
+        """
+        t0 = time.perf_counter()
+        i = self.shown if index is None else int(index)
+        if i is None:
+            raise InputError("there is no candidate on screen to label; every candidate is labelled.")
+        value = int(bool(value))
+        by_query = i == self.live and self._hist_pos is None
+        strategy = self.learner.strategy if by_query else "user"
+        p = self._p_of(i)
+        self.log.record(i, value, candidate_id=self.source.id_strings[i], strategy=strategy,
+                        p_cell=None if not np.isfinite(p) else min(max(p, 0.0), 1.0))
+        self._history.append(i)
+        t_log = time.perf_counter()
+        # 2. move on before retraining
+        retrained = False
+        if self._hist_pos is not None:
+            self._hist_pos += 1
+            if self._hist_pos >= len(self._history) - 1:  # the relabel itself is now the newest entry
+                self._hist_pos = None
+        if self._hist_pos is not None:
+            self._show(self._history[self._hist_pos])
+        elif i == self.live:
+            nxt = self._take_prefetch()
+            if nxt is None:  # nothing prefetched: this click pays for its retrain first
+                self.learner.teach(i, bool(value))
+                retrained = True
+                self._refresh_model()
+                nxt = self._query(set())
+                self._prefetch = None
+            self.live = nxt
+            if nxt is not None:
+                self._show(nxt, self._prefetch[1] if self._prefetch and self._prefetch[0] == nxt else None)
+        elif self.live is not None:
+            self._show(self.live, None)
+        t_show = time.perf_counter()
+        # 3. one retrain
+        if not retrained:
+            self.learner.teach(i, bool(value))
+            self._refresh_model()
+        t_teach = time.perf_counter()
+        # 4. views and the next prefetch
+        if self.live is None and np.any(self.labels < 0):
+            self.live = self._query(set())
+            if self.live is not None:
+                self._show(self.live)
+        self._refill_prefetch()
+        t_prefetch = time.perf_counter()
+        self._refresh_views()
+        t_end = time.perf_counter()
+        self.timings.append({
+            "log_ms": 1e3 * (t_log - t0), "show_ms": 1e3 * (t_show - t_log), "retrain_ms": 1e3 * (t_teach - t_show),
+            "prefetch_ms": 1e3 * (t_prefetch - t_teach), "views_ms": 1e3 * (t_end - t_prefetch),
+            "answered_after_retrain": retrained,
+        })
+        if self.live is None and self._hist_pos is None:
+            self.panel.status = "Every candidate is labelled."
+
+    def skip(self) -> None:
+        """Leave the shown candidate unlabelled and show the next one (no retrain)."""
+        i = self.shown
+        if i is None or i != self.live:
+            self.next()
+            return
+        self._skipped.add(i)
+        nxt = self._take_prefetch()
+        if nxt is None:
+            nxt = self._query(set())
+        self.live = nxt
+        if nxt is not None:
+            self._show(nxt, self._prefetch[1] if self._prefetch and self._prefetch[0] == nxt else None)
+        self._refill_prefetch()
+        self._refresh_views()
+
+    def undo(self) -> None:
+        """Take back this annotator's last decision (log retraction + learner undo) and show it again."""
+        d = self.log.retract()
+        if d is None:
+            self.panel.status = "Nothing to undo."
+            return
+        self.learner.undo()
+        if self._history and self._history[-1] == d.candidate:
+            self._history.pop()
+        else:  # the log is the truth: rebuild the mirror
+            self._history = [int(e.candidate) for e in self.log.history(annotator=self.log.annotator)]
+        self._refresh_model()
+        i = int(d.candidate)
+        self._hist_pos = None
+        if self.labels[i] < 0:
+            self._skipped.discard(i)
+            if self.live is not None and self.live != i:
+                self._prefetch = (self.live, self._build(self.live))
+            self.live = i
+        self._show(i)
+        self._refresh_views()
+        self.panel.status = f"Undid your label on candidate {d.candidate_id or i}."
+
+    def prev(self) -> None:
+        """Show the previous candidate in this annotator's history."""
+        if not self._history:
+            self.panel.status = "No history yet."
+            return
+        self._hist_pos = len(self._history) - 1 if self._hist_pos is None else max(0, self._hist_pos - 1)
+        self._show(self._history[self._hist_pos])
+        self._refresh_views()
+
+    def next(self) -> None:
+        """Show the next candidate in the history, or the queried one after the newest."""
+        if self._hist_pos is None:
+            if self.shown != self.live and self.live is not None:
+                self._show(self.live)
+                self._refresh_views()
+            else:
+                self.panel.status = "This is the newest candidate."
+            return
+        self._hist_pos += 1
+        if self._hist_pos >= len(self._history):
+            self._hist_pos = None
+            if self.live is not None:
+                self._show(self.live)
+        else:
+            self._show(self._history[self._hist_pos])
+        self._refresh_views()
+
+    def goto(self, index: int | None = None, candidate_id: str | int | None = None) -> None:
+        """Show any candidate, by index (map click) or by its id (the id box)."""
+        i = self.source.index_of(candidate_id) if candidate_id is not None else int(index)
+        if not 0 <= i < self.n:
+            raise InputError(f"candidate index {i} is out of range; the sort set has {self.n} candidates.")
+        self._hist_pos = None
+        self._show(i)
+        self._refresh_views()
+
+    # ---------------------------------------------------------------- events
+    def _on_action(self, change: dict) -> None:
+        act = change["new"] or {}
+        kind = act.get("kind")
+        seq = int(act.get("seq", 0))
+        self.panel.status = ""
+        try:
+            if kind not in ACTION_KINDS:
+                raise InputError(f"unknown panel action {kind!r}; expected one of {ACTION_KINDS}.")
+            index = act.get("index", -1)
+            if kind in ("label", "skip") and index != self.shown:
+                # a request about a candidate no longer on screen (double press): ignore it
+                return
+            if kind == "label":
+                self.label(int(act["label"]))
+            elif kind == "skip":
+                self.skip()
+            elif kind == "undo":
+                self.undo()
+            elif kind == "prev":
+                self.prev()
+            elif kind == "next":
+                self.next()
+            elif kind == "goto":
+                self.goto(index=act.get("index") if act.get("id") is None else None, candidate_id=act.get("id"))
+        except InputError as exc:
+            self.panel.status = str(exc)
+        except Exception as exc:  # noqa: BLE001 - show it, keep the panel alive, keep the traceback
+            tb = traceback.format_exc()
+            self.errors.append(tb)
+            self.panel.status = f"Error: {exc} (details below the panel)"
+            with self.output:
+                print(tb)
+        finally:
+            self.panel.ack = max(self.panel.ack, seq)
+
+    def _on_threshold(self, change: dict) -> None:
+        self.learner.threshold = float(change["new"])
+        self._refresh_views()
+
+    def _on_strategy(self, change: dict) -> None:
+        self.learner.strategy = str(change["new"])
+        self._refill_prefetch()
+
+    def _on_dcal_weight(self, change: dict) -> None:
+        self.learner.dcal_weight = float(change["new"])
+        self._refill_prefetch()
+
+    def close(self) -> None:
+        """Close the widgets and the label log."""
+        try:
+            self.log.close()
+        finally:
+            self.widget.close()
+            self.panel.close()
+            self.plots.close()
+
+
+def sort(sortset: xr.Dataset, **kwargs: Any) -> SortingApp:
+    """Open the labelling app on a sort set; the notebook shows it when it is a cell's last value.
+
+    Parameters
+    ----------
+    sortset : xarray.Dataset
+        The sort set to label.
+    **kwargs
+        Passed to :class:`SortingApp` (``log``, ``annotator``, ``strategy``, ...).
+
+    Returns
+    -------
+    SortingApp
+    """
+    return SortingApp(sortset, **kwargs)

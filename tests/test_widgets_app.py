@@ -1,0 +1,262 @@
+"""The sorting app without a browser: actions (as the page sends them) -> learner, label log, views."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _sortset_factory import make_sortset
+
+import actsort_nb
+from actsort_nb import InputError
+from actsort_nb.widgets.app import SortingApp, dataset_key, default_log_path
+
+
+@pytest.fixture(scope="module")
+def sortset():
+    return make_sortset(40, shape=(80, 80), n_frames=300, crop=17, seed=2)
+
+
+@pytest.fixture
+def app(sortset, tmp_path):
+    a = SortingApp(sortset, log=tmp_path / "labels.sqlite", annotator="ana", strategy="dcal", seed=0)
+    yield a
+    a.close()
+
+
+class _Seq:
+    n = 0
+
+
+def act(app, kind, **kw):
+    """Do what the browser does: set the `action` trait (with a fresh seq and the shown index)."""
+    _Seq.n += 1
+    msg = {"kind": kind, "seq": _Seq.n, "index": -1 if app.shown is None else app.shown}
+    msg.update(kw)
+    app.panel.action = msg
+    assert app.panel.ack == _Seq.n
+    return msg
+
+
+def _arr(p):
+    return np.frombuffer(p["data"], dtype=p["dtype"]).reshape(p["shape"])
+
+
+def test_opening_shows_the_learners_query_with_buffers(app, sortset):
+    assert app.errors == []
+    cur = app.panel.current
+    assert cur["index"] == app.shown == app.live
+    assert isinstance(cur["snapshots"]["data"], bytes)
+    assert cur["snapshots"]["shape"] == [5, 11, 17, 17]
+    np.testing.assert_array_equal(_arr(cur["snapshots"]), sortset["snapshots"].values[app.shown])
+    assert app.panel.fov["n"] == 40
+    assert _arr(app.panel.map_state["labels"]).tolist() == [-1] * 40
+    assert app.panel.counts["labelled"] == 0
+
+
+def test_cell_click_logs_then_moves_on_then_retrains_once(app, monkeypatch):
+    first = app.shown
+    seen = []
+    teach_calls = []
+    real_teach = app.learner.teach
+
+    def on_current(change):  # when the panel moves on, the label must already be in the log
+        seen.append([(d.candidate, d.label) for d in app.log.history()])
+
+    def counting_teach(i, label):
+        teach_calls.append((i, label))
+        return real_teach(i, label)
+
+    monkeypatch.setattr(app.learner, "teach", counting_teach)
+    app.panel.observe(on_current, names=["current"])
+    act(app, "label", label=1)
+    assert seen and seen[0] == [(first, 1)]
+    assert teach_calls == [(first, True)]
+    assert int(app.learner.labels[first]) == 1
+    assert app.shown != first and app.labels[app.shown] == -1
+    d = app.log.history()[0]
+    assert (d.candidate, d.label, d.annotator, d.strategy, d.candidate_id) == (first, 1, "ana", "dcal", str(first))
+    # the next payload is a new candidate, as bytes of the right shapes
+    cur = app.panel.current
+    assert cur["index"] == app.shown and _arr(cur["trace"]).shape == (300,)
+    assert _arr(app.panel.map_state["labels"])[first] == 1
+    assert app.panel.model_view["index"] == app.shown
+
+
+def test_keys_down_and_undo(app):
+    first = app.shown
+    act(app, "label", label=1)
+    second = app.shown
+    act(app, "label", label=0)
+    third = app.shown
+    assert len({first, second, third}) == 3
+    assert app.labels[second] == 0
+    act(app, "undo")
+    assert app.shown == second and app.live == second
+    assert app.labels[second] == -1 and app.labels[first] == 1
+    assert [(d.candidate, d.label) for d in app.log.history()] == [(first, 1)]
+    assert [e.kind for e in app.log.events()] == ["label", "label", "retract"]
+    # the candidate that was next is still the one after
+    act(app, "label", label=1)
+    assert app.shown == third
+    assert [(d.candidate, d.label) for d in app.log.history()] == [(first, 1), (second, 1)]
+
+
+def test_undo_with_nothing_to_undo_says_so(app):
+    act(app, "undo")
+    assert app.panel.status == "Nothing to undo."
+    assert app.log.events() == []
+
+
+def test_skip_moves_on_without_a_label_or_retrain(app, monkeypatch):
+    first = app.shown
+    monkeypatch.setattr(app.learner, "teach", lambda *a: pytest.fail("skip must not retrain"))
+    act(app, "skip")
+    assert app.shown != first and app.labels[first] == -1 and app.log.events() == []
+    assert first in app._skipped
+
+
+def test_goto_by_map_click_and_by_id_then_label(app):
+    live = app.live
+    target = next(i for i in range(40) if i != live)
+    act(app, "goto", index=target)
+    assert app.shown == target and app.panel.current["index"] == target
+    act(app, "label", label=0)
+    assert app.labels[target] == 0
+    d = app.log.history()[-1]
+    assert (d.candidate, d.strategy) == (target, "user")
+    assert app.shown == live  # back to the queried candidate
+    other = next(i for i in range(40) if i not in (live, target))
+    act(app, "goto", id=str(app.source.id_strings[other]))
+    assert app.shown == other
+    act(app, "goto", id="no-such-id")
+    assert "no candidate has id" in app.panel.status and app.shown == other
+
+
+def test_history_prev_next_and_relabel(app):
+    a = app.shown
+    act(app, "label", label=1)
+    b = app.shown
+    act(app, "label", label=1)
+    live = app.shown
+    act(app, "prev")
+    assert app.shown == b and app.panel.current["label"] == 1
+    act(app, "prev")
+    assert app.shown == a
+    act(app, "next")
+    assert app.shown == b
+    act(app, "label", label=0)  # relabel b from history
+    assert app.labels[b] == 0
+    assert app.shown == live  # the newest entry is the relabel itself: back to the queried one
+    assert [(d.candidate, d.label) for d in app.log.history()][-1] == (b, 0)
+    act(app, "next")
+    assert app.panel.status == "This is the newest candidate."
+
+
+def test_stale_request_about_another_candidate_is_ignored(app):
+    shown = app.shown
+    act(app, "label", label=1, index=(shown + 1) % 40)
+    assert app.log.events() == [] and app.shown == shown
+
+
+def test_unknown_action_is_reported_not_raised(app):
+    act(app, "explode")
+    assert "unknown panel action" in app.panel.status
+
+
+def test_plots_follow_the_decisions(app, sortset):
+    counts0 = app.plots.counts.y.tolist()
+    hist0 = app.plots.histogram.y.tolist()
+    assert counts0 == [0, 0, 0, 0] and app.plots.accuracy.y.size == 0
+    truth = sortset["is_cell"].values
+    given = []
+    for _ in range(12):  # the truth, so both classes come up and the model gets fitted
+        given.append(int(truth[app.shown]))
+        act(app, "label", label=given[-1])
+    n_cell = sum(given)
+    counts = app.plots.counts.y.tolist()
+    assert counts[:2] == [n_cell, 12 - n_cell]
+    assert counts[2] + counts[3] == 40 - 12  # the model decides every unlabelled candidate
+    assert app.plots.histogram.y.sum() == 40 and app.plots.histogram.y.tolist() != hist0
+    n, est = app.learner.accuracy_estimate()
+    keep = np.isfinite(est)
+    assert keep.any()
+    np.testing.assert_array_equal(app.plots.accuracy.x, np.asarray(n)[keep])
+    np.testing.assert_allclose(app.plots.accuracy.y, np.asarray(est)[keep])
+    assert app.panel.counts["labelled"] == 12
+    assert app.panel.map_state["has_p"] and app.panel.model_view["p_cell"] is not None
+
+
+def test_controls_set_the_learner(app):
+    app.plots.threshold.value = 0.8
+    assert app.learner.threshold == pytest.approx(0.8)
+    assert app.panel.map_state["threshold"] == pytest.approx(0.8)
+    app.plots.strategy.value = "random"
+    assert app.learner.strategy == "random"
+    app.plots.dcal_weight.value = 0.25
+    assert app.learner.dcal_weight == pytest.approx(0.25)
+
+
+def test_rerunning_the_cell_resumes_with_history_and_undo(sortset, tmp_path):
+    path = tmp_path / "resume.sqlite"
+    app = SortingApp(sortset, log=path, annotator="ana", seed=0)
+    done = []
+    for lab in (1, 0, 1):
+        done.append((app.shown, lab))
+        act(app, "label", label=lab)
+    labels = app.labels.copy()
+    app.close()
+    again = SortingApp(sortset, log=path, annotator="ana", seed=0)
+    try:
+        np.testing.assert_array_equal(again.labels, labels)
+        assert again.history == [c for c, _ in done]
+        assert again.live is not None and again.labels[again.live] == -1
+        act(again, "undo")
+        assert again.shown == done[-1][0] and again.labels[done[-1][0]] == -1
+        assert [(d.candidate, d.label) for d in again.log.history()] == done[:2]
+    finally:
+        again.close()
+
+
+def test_log_of_another_sort_set_is_refused(sortset, tmp_path):
+    path = tmp_path / "x.sqlite"
+    SortingApp(sortset, log=path, annotator="ana").close()
+    other = make_sortset(40, shape=(80, 80), n_frames=300, crop=17, seed=9)
+    with pytest.raises(InputError):
+        SortingApp(other, log=path, annotator="ana")
+
+
+def test_sort_is_the_lazy_top_level_entry(sortset, tmp_path):
+    app = actsort_nb.sort(sortset, log=tmp_path / "s.sqlite", annotator="ana")
+    try:
+        assert isinstance(app, SortingApp)
+        assert app.widget.children[0] is app.panel and app.widget.children[1] is app.plots
+        assert "application/vnd.jupyter.widget-view+json" in app._repr_mimebundle_()
+    finally:
+        app.close()
+
+
+def test_default_log_path_is_stable_per_sort_set(sortset):
+    assert default_log_path(sortset) == default_log_path(sortset.copy())
+    assert dataset_key(sortset) != dataset_key(make_sortset(40, shape=(80, 80), n_frames=300, crop=17, seed=9))
+
+
+def test_not_a_sort_set_is_explained():
+    with pytest.raises(InputError, match="needs a sort set"):
+        SortingApp(np.zeros((3, 3)))
+
+
+def test_a_sort_set_opened_lazily_from_hdf5_keeps_its_log_beside_it(tmp_path):
+    from actsort_nb.preprocess import open_sortset, write_sortset
+
+    path = write_sortset(make_sortset(20, shape=(64, 64), n_frames=200, crop=15, seed=4), tmp_path / "rec.h5")
+    lazy = open_sortset(path)
+    assert default_log_path(lazy) == tmp_path / "rec.labels.sqlite"
+    app = SortingApp(lazy, annotator="ana", strategy="ours")
+    try:
+        assert app.learner.strategy == "explore"
+        first = app.shown
+        np.testing.assert_array_equal(_arr(app.panel.current["snapshots"]), lazy["snapshots"].values[first])
+        act(app, "label", label=1)
+        assert [(d.candidate, d.label) for d in app.log.history()] == [(first, 1)]
+        assert (tmp_path / "rec.labels.sqlite").exists()
+    finally:
+        app.close()
