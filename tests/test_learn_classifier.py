@@ -1,0 +1,107 @@
+"""Tests for actsort_nb.learn.classifier: standardisation, solvers, cold start."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from actsort_nb import InputError
+from actsort_nb.learn import classifier as C
+
+
+def _data(n=300, f=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, f))
+    y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(scale=0.8, size=n) > 0.3).astype(int)
+    return x, y
+
+
+def _objective(x, y, coef, C_, penalty, s=None):
+    s = np.ones(len(y)) if s is None else s
+    z = x @ coef[:-1] + coef[-1]
+    loss = np.sum(s * (np.logaddexp(0, z) - y * z))
+    pen = np.abs(coef[:-1]).sum() if penalty == "l1" else 0.5 * coef[:-1] @ coef[:-1]
+    return C_ * loss + pen
+
+
+def test_standardize_zscore_over_all_rows_and_constant_columns():
+    x = np.c_[np.arange(10.0), np.full(10, 3.0)]
+    z, mean, scale = C.standardize(x)
+    assert z.dtype == np.float32
+    np.testing.assert_allclose(z[:, 0].mean(), 0, atol=1e-6)
+    np.testing.assert_allclose(z[:, 0].std(), 1, atol=1e-6)
+    assert np.all(z[:, 1] == 0) and scale[1] == 1.0 and mean[1] == 3.0
+
+
+def test_l2_newton_matches_sklearn_optimum():
+    x, y = _data()
+    coef = C.fit_logistic(x, y, penalty="l2", C=0.5)
+    ref = LogisticRegression(C=0.5, tol=1e-10, max_iter=10000).fit(x, y)
+    # sklearn's lbfgs does not penalise the intercept either: same problem, same optimum
+    np.testing.assert_allclose(coef, np.r_[ref.coef_.ravel(), ref.intercept_], atol=1e-4)
+
+
+def test_l2_warm_start_reaches_the_same_optimum():
+    x, y = _data()
+    cold = C.fit_logistic(x, y, C=0.3)
+    warm = C.fit_logistic(x, y, C=0.3, coef_init=cold + 0.3)
+    np.testing.assert_allclose(warm, cold, atol=1e-6)
+
+
+def test_balanced_weights_change_the_intercept_toward_the_minority():
+    x, y = _data()
+    y = (x[:, 0] > 1.0).astype(int)  # ~16 % positives
+    plain = C.fit_logistic(x, y, C=0.1)
+    bal = C.fit_logistic(x, y, C=0.1, class_weight="balanced")
+    assert C.predict_proba(x, bal).mean() > C.predict_proba(x, plain).mean()
+    w = C.balanced_weights(y)
+    assert w[y == 1].sum() == pytest.approx(w[y == 0].sum())
+
+
+def test_l1_is_actsorts_liblinear_model():
+    x, y = _data()
+    coef = C.fit_logistic(x, y, penalty="l1", C=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = LogisticRegression(penalty="l1", C=1.0, solver="liblinear").fit(x, y)
+    ref_coef = np.r_[ref.coef_.ravel(), ref.intercept_]
+    # liblinear's coordinate descent shuffles: compare the objective it minimises
+    assert _objective(x, y, coef, 1.0, "l1") == pytest.approx(_objective(x, y, ref_coef, 1.0, "l1"), rel=1e-3)
+    sparse = C.fit_logistic(x, y, penalty="l1", C=0.01)
+    assert (sparse[:-1] == 0).sum() > (coef[:-1] == 0).sum()
+
+
+def test_one_class_or_no_labels_cannot_fit_and_prior_is_honest():
+    assert not C.can_fit(np.array([], int))
+    assert not C.can_fit(np.array([1, 1, 1]))
+    with pytest.raises(InputError, match="both classes"):
+        C.fit_logistic(np.zeros((3, 2)), np.array([1, 1, 1]))
+    assert C.prior_proba(np.full(5, -1)) == 0.5
+    p = C.prior_proba(np.array([1, 1, 1, -1]))
+    assert 0.5 < p < 1.0
+    np.testing.assert_array_equal(C.predict_proba(np.zeros((4, 2)), None, p), np.full(4, p))
+
+
+def test_self_training_uses_the_pool_and_keeps_the_prior_fit_otherwise():
+    rng = np.random.default_rng(1)
+    pool = np.r_[rng.normal(-2, 1, (200, 2)), rng.normal(2, 1, (200, 2))]
+    x = np.array([[-0.2, 3.0], [0.2, -3.0]])  # two labels that suggest the wrong axis
+    y = np.array([0, 1])
+    plain = C.fit_model(x, y, pool, C=1.0, pseudo_weight=0.0)
+    np.testing.assert_allclose(plain, C.fit_logistic(x, y, C=1.0))
+    st = C.fit_model(x, y, pool, C=1.0, pseudo_weight=1.0)
+    assert not np.allclose(st, plain)
+
+
+def test_predict_proba_is_one_matvec():
+    x, y = _data()
+    coef = C.fit_logistic(x, y)
+    np.testing.assert_allclose(C.predict_proba(x, coef), 1 / (1 + np.exp(-(x @ coef[:-1] + coef[-1]))))
+
+
+def test_bad_penalty_is_one_sentence():
+    x, y = _data(50)
+    with pytest.raises(InputError, match="'penalty'"):
+        C.fit_logistic(x, y, penalty="l3")
