@@ -176,3 +176,24 @@ def test_corrupt_small_variable_detected_on_open(saved):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such sort set"):
         open_sortset(tmp_path / "nope.h5")
+
+
+def test_trace_quantisation_kernel_equals_numpy():
+    """The compiled uint16 trace encoding gives the bytes of clip(rint((x - lo) / sc), 0, 65535)."""
+    from actsort_nb.preprocess._kernels import quantise_u16
+
+    rng = np.random.default_rng(3)
+    for trial in range(4):
+        x = rng.normal(0, 1, (120, 517)) * rng.uniform(1e-3, 1e4, (120, 1)) + rng.normal(0, 1e3, (120, 1))
+        x[3] = 5.0  # flat row: scale 1
+        x[4, ::2] = 1.0
+        if trial % 2:
+            x = np.round(x, 1)  # ties
+        lo, hi = x.min(axis=1), x.max(axis=1)
+        sc = np.where(hi > lo, (hi - lo) / 65535.0, 1.0)
+        want = np.clip(np.rint((x - lo[:, None]) / sc[:, None]), 0, 65535).astype(np.uint16)
+        q, scale, offset = np.empty_like(want), np.ones(120), np.zeros(120)
+        quantise_u16(x, q, scale, offset)
+        np.testing.assert_array_equal(q, want)
+        np.testing.assert_array_equal(scale, sc)
+        np.testing.assert_array_equal(offset, lo)

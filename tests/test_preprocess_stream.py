@@ -263,3 +263,120 @@ def test_cap_records_bounds_every_task():
     counts = np.diff(np.searchsorted(idx.frame, bounds))
     assert capped.shape == movie.shape and counts.max() <= 10 and counts.sum() == len(idx.frame)
     assert _cap_records(movie, idx, 10**6) is movie
+
+
+# --- the compiled kernels are held to the numpy/scipy reference, byte for byte -------------
+
+
+@pytest.mark.parametrize("dtype", ["<u2", ">u2", "<i2", "<f2", "<f4", "<f8"])
+def test_gather_quantise_kernel_equals_numpy(dtype):
+    from actsort_nb.preprocess._kernels import gather_quantise
+
+    rng = np.random.default_rng(11)
+    block = (rng.normal(300, 50, (12, 30, 33)) * rng.uniform(0.01, 3, (12, 1, 1))).astype(dtype)
+    block[2, :9, :9] = 7  # flat crops: scale 0
+    size, t0 = 9, 40
+    frame = np.sort(rng.integers(0, 12, 200)) + t0
+    origin = rng.integers(0, 30 - size, (200, 2))
+    origin[:4] = 0
+    windows = np.lib.stride_tricks.sliding_window_view(block, (size, size), axis=(1, 2))
+    q, lo, sc = _quantise_records(windows[frame - t0, origin[:, 0], origin[:, 1]])
+    rows = rng.permutation(230)[:200]
+    dest = np.zeros((230, size, size), np.uint8)
+    lo2, sc2 = np.zeros(230), np.zeros(230)
+    gather_quantise(block, t0, frame, origin, size, dest, rows, lo2, sc2)
+    np.testing.assert_array_equal(dest[rows], q)
+    np.testing.assert_array_equal(lo2[rows], lo)
+    np.testing.assert_array_equal(sc2[rows], sc)
+    assert not dest[np.setdiff1d(np.arange(230), rows)].any()
+
+
+def _quantise_snapshots_numpy(result, event_frame):
+    """The numpy form of quantise_snapshots (the compiled kernel must give the same bytes)."""
+    clips = result.clips.copy()
+    n = clips.shape[0]
+    present = np.asarray(event_frame) >= 0
+    b = (slice(None),) * 3 + (None, None)
+    ok = np.broadcast_to(present[:, :, None], result.lo.shape)
+    rec_lo, rec_sc = result.lo, result.scale
+    lo = np.where(ok, rec_lo, np.inf).min(axis=(1, 2))
+    hi = np.where(ok, rec_lo + 255.0 * rec_sc, -np.inf).max(axis=(1, 2))
+    has = np.isfinite(lo)
+    lo = np.where(has, lo, 0.0)
+    sc = np.where(has & (hi > lo), (hi - lo) / 255.0, 1.0)
+    gain = np.where(ok, rec_sc / sc[:, None, None], 0.0).astype(np.float32)
+    shift = np.where(ok, (rec_lo - lo[:, None, None]) / sc[:, None, None], 0.0).astype(np.float32)
+    x = clips.astype(np.float32)
+    x *= gain[b]
+    x += shift[b]
+    np.rint(x, out=x)
+    np.clip(x, 0, 255, out=x)
+    assert n == len(sc)
+    return x.astype(np.uint8), sc.astype(np.float32), lo.astype(np.float32)
+
+
+def test_requantise_kernel_equals_numpy():
+    rng = np.random.default_rng(12)
+    crops = rng.normal(0, 1, (37, 5, 11, 6, 7)) * rng.uniform(0.01, 1000, (37, 5, 11, 1, 1)) + rng.normal(0, 500, (37, 1, 1, 1, 1))
+    crops[4] = 3.0  # one flat candidate
+    ev = rng.integers(-1, 40, (37, 5))
+    ev[7] = -1  # one without events
+    want = _quantise_snapshots_numpy(_result(crops), ev)
+    got = quantise_snapshots(_result(crops), ev, block=5)  # several blocks, two threads
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_fused_merge_equals_numpy_merge():
+    from actsort_nb.preprocess.stream import _PAIRS
+
+    rng = np.random.default_rng(13)
+    m = rng.normal(100, 10, (40, 9, 11))
+    acc = Moments()
+    mean = m2 = co = None
+    n = 0
+    for s in range(0, 40, 6):
+        part = _moments(m[s : s + 6])
+        acc.add(part)
+        nb = part["n"]
+        if n == 0:
+            mean, m2, co, n = part["mean"].copy(), part["m2"].copy(), [c.copy() for c in part["co"]], nb
+            continue
+        delta = part["mean"] - mean
+        w = n * nb / (n + nb)
+        mean += delta * (nb / (n + nb))
+        m2 += part["m2"] + delta * delta * w
+        for c, cb, (p, q) in zip(co, part["co"], _PAIRS):
+            c += cb + delta[p] * delta[q] * w
+        n += nb
+    np.testing.assert_array_equal(acc.mean, mean)
+    np.testing.assert_array_equal(acc.m2, m2)
+    for a, b in zip(acc.co, co):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_integer_chunk_mean_is_exact():
+    rng = np.random.default_rng(14)
+    block = rng.integers(0, 65536, (256, 5, 6)).astype(np.uint16)  # the largest exact-float32 case
+    np.testing.assert_array_equal(_moments(block)["mean"], block.astype(np.float32).mean(axis=0, dtype=np.float64))
+
+
+def test_hdf5_direct_read_equals_dask_path(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    from actsort_nb.io import open_movie
+    from actsort_nb.preprocess.stream import _array_source
+
+    ds, movie = _candidates(n_t=80, seed=9)
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("mov", data=movie, chunks=(3,) + movie.shape[1:])
+    mov = open_movie(path)
+    assert isinstance(_array_source(mov), h5py.Dataset)  # the local pass reads the file itself
+    assert _array_source(mov.rechunk({0: 7})) is None and _array_source(mov + 1) is None
+    ds = ds.assign(movie=(("time", "y", "x"), mov))
+    ref = preprocess(ds, progress=False, features=False, chunk_frames=11, scheduler="synchronous")
+    for chunk in (11, None, 80):
+        got = preprocess(ds, progress=False, features=False, chunk_frames=chunk)
+        for name in ("snapshots", "snapshot_scale", "snapshot_offset", "max_image", "mean_image"):
+            np.testing.assert_array_equal(ref[name].values, got[name].values, err_msg=name)
+        np.testing.assert_allclose(ref.corr_image.values, got.corr_image.values, atol=1e-6)

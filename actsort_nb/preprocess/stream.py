@@ -16,6 +16,14 @@ and identical whichever executor ran the tasks: the calling thread's pool (defau
 a dask scheduler (``scheduler="threads"|"processes"|"synchronous"``) or a
 ``dask.distributed.Client``. At most a few chunks are in flight, so memory is bounded
 by the chunk size and does not grow with the movie's length.
+
+Speed (see ``benchmarks/preprocess.py``): the crop gather + per-record quantisation,
+the moment merge and the final re-quantisation are compiled loops
+(:mod:`._kernels`, numba, GIL released) that reproduce the numpy arithmetic byte for
+byte; with the default local executor the worker threads write their records straight
+into the output, and a movie that is a plain ``from_array`` of an HDF5 dataset (what
+``actsort_nb.io.open_movie`` returns) is read with ``read_direct`` into reused buffers
+instead of through dask.
 """
 from __future__ import annotations
 
@@ -32,6 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._validation import InputError
+from ._kernels import gather_quantise, merge_moments, requantise
 
 __all__ = [
     "CLIP_HALF",
@@ -154,11 +163,11 @@ def chunk_task(block, t0: int, frame: np.ndarray, origin: np.ndarray, size: int)
         ``max``, ``mean``, ``m2``, ``co`` (see :class:`Moments`).
     """
     block = np.asarray(block)
-    # a (time, y0, x0, cy, cx) view of every possible crop: indexing it copies whole
-    # crop rows, ~5x faster than three broadcast index arrays
-    windows = np.lib.stride_tricks.sliding_window_view(block, (size, size), axis=(1, 2))
-    crops = windows[frame - t0, origin[:, 0], origin[:, 1]]
-    q, lo, scale = _quantise_records(crops)
+    m = len(frame)
+    q = np.empty((m, size, size), np.uint8)
+    lo = np.zeros(m)
+    scale = np.zeros(m)
+    gather_quantise(block, t0, frame, origin, size, q, np.arange(m), lo, scale)
     out = {"clips": q, "lo": lo, "scale": scale}
     out.update(_moments(block))
     return out
@@ -167,8 +176,9 @@ def chunk_task(block, t0: int, frame: np.ndarray, origin: np.ndarray, size: int)
 def _quantise_records(crops: np.ndarray, batch: int = 4096):
     """Quantise each ``(cy, cx)`` crop to uint8 with its own range (error ≤ scale / 2).
 
-    Works through ``batch`` crops at a time in float32, so a chunk of a short movie
-    (where every candidate needs frames) never builds a large float copy.
+    The numpy reference of the compiled :func:`._kernels.gather_quantise` (which the
+    pass uses, and which the tests hold to these exact bytes). Works through
+    ``batch`` crops at a time in float32.
     """
     m = len(crops)
     q = np.empty(crops.shape, np.uint8)
@@ -204,13 +214,19 @@ def _moments(block: np.ndarray, band_bytes: float = 2e6) -> dict:
     mx = np.empty((h, w), block.dtype)
     buf = np.empty((n_t, rows + 1, w), np.float32)
     dot = "tij,tij->ij"
+    # integers of at most 16 bits summed over at most 256 frames stay below 2**24
+    exact32 = block.dtype.kind in "iu" and block.dtype.itemsize <= 2 and n_t <= 256
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         k, kd = r1 - r0, min(h, r1 + 1) - r0 - 1  # rows in the band; rows with a row below
         x = buf[:, : kd + 1]
         np.copyto(x, block[:, r0 : r0 + kd + 1], casting="unsafe")
         mx[r0:r1] = block[:, r0:r1].max(axis=0)
-        mu = x.mean(axis=0, dtype=np.float64)
+        if exact32:  # float32 sums of these integers are exact: the same bits, 2x faster
+            mu = x.sum(axis=0).astype(np.float64)
+            mu /= n_t
+        else:
+            mu = x.mean(axis=0, dtype=np.float64)
         x -= mu.astype(np.float32)
         mean[r0:r1] = mu[:k]
         m2[r0:r1] = np.einsum(dot, x[:, :k], x[:, :k])
@@ -256,12 +272,9 @@ class Moments:
             self.m2, self.co = part["m2"].copy(), [c.copy() for c in part["co"]]
             return
         na, n = self.n, self.n + nb
-        delta = part["mean"] - self.mean
-        w = na * nb / n
-        self.mean += delta * (nb / n)
-        self.m2 += part["m2"] + delta * delta * w
-        for c, cb, (p, q) in zip(self.co, part["co"], _PAIRS):
-            c += cb + delta[p] * delta[q] * w
+        # fused form of: delta = mean_b - mean; w = na * nb / n; mean += delta * (nb / n);
+        # m2 += m2_b + delta * delta * w; co += co_b + delta[p] * delta[q] * w (same bits)
+        merge_moments(self.mean, self.m2, self.co, part["mean"], part["m2"], part["co"], nb / n, na * nb / n)
         np.maximum(self.max, part["max"], out=self.max)
         self.n = n
 
@@ -332,6 +345,58 @@ def _cap_records(movie: da.Array, index: SnapshotIndex, max_records: int) -> da.
             sizes.append(stop - start)
             start = stop
     return movie.rechunk({0: tuple(sizes)})
+
+
+def _array_source(movie: da.Array):
+    """The h5py dataset or numpy array behind a plain ``da.from_array(x)`` movie, else None.
+
+    Only an unmodified ``from_array`` graph qualifies (two layers: the array and its
+    getter, named like the movie), so every block of ``movie`` is exactly ``x[t0:t1]``:
+    the local pass then reads those frames itself (see :func:`_direct_reader`).
+    """
+    try:
+        import h5py
+
+        layers = movie.dask.layers
+        orig = layers.get("original-" + movie.name)
+        if len(layers) != 2 or orig is None or len(orig) != 1:
+            return None
+        (obj,) = dict(orig).values()
+        obj = getattr(obj, "value", obj)  # a task-spec DataNode in newer dask
+        if isinstance(obj, (h5py.Dataset, np.ndarray)) and obj.shape == movie.shape and obj.dtype == movie.dtype:
+            return obj
+    except Exception:  # noqa: BLE001 - an unrecognised graph just takes the dask path
+        return None
+    return None
+
+
+def _direct_reader(source, dtype, max_frames: int) -> Callable:
+    """``read(t0, t1, fn)``: ``fn(frames t0..t1)`` without dask's per-block copy.
+
+    A numpy source is sliced (a view); an HDF5 dataset is read with ``read_direct``
+    into one of a few reused buffers (no fresh 32 MB allocation and page faults per
+    chunk; h5py serialises the reads, the compute runs in parallel).
+    """
+    if isinstance(source, np.ndarray):
+        return lambda t0, t1, fn: fn(source[t0:t1])
+    import queue
+
+    pool: queue.SimpleQueue = queue.SimpleQueue()
+    shape = (int(max_frames),) + tuple(source.shape[1:])
+
+    def read(t0: int, t1: int, fn):
+        try:
+            buf = pool.get_nowait()
+        except queue.Empty:
+            buf = np.empty(shape, dtype)
+        try:
+            block = buf[: t1 - t0]
+            source.read_direct(block, np.s_[t0:t1])
+            return fn(block)
+        finally:
+            pool.put(buf)
+
+    return read
 
 
 def _results(
@@ -425,6 +490,7 @@ def stream(
         raise InputError("pass either client= or scheduler=, not both.")
     if not isinstance(movie, da.Array):
         movie = da.from_array(movie, chunks=(default_chunk_frames(np.shape(movie), np.dtype(movie.dtype).itemsize), -1, -1))
+    source = _array_source(movie) if client is None and scheduler is None else None
     movie = _time_chunks(movie, chunk_frames)
     n_t = int(movie.shape[0])
     ev = np.asarray(event_frame)
@@ -446,9 +512,24 @@ def stream(
     def delayed_task(i):
         return lambda: dask.delayed(chunk_task, pure=True)(movie.blocks[i], *args(i))
 
+    lo_flat, scale_flat = lo.reshape(-1), scale.reshape(-1)
+    read = _direct_reader(source, movie.dtype, max(movie.chunks[0], default=1)) if source is not None else None
+
     def local_task(i):
+        # Runs in a worker thread of this process, so it writes its records straight
+        # into the output (records are disjoint across chunks: no two threads share one)
+        # and hands back only the chunk's moments.
+        t0, t1 = int(starts[i]), int(starts[i + 1])
+        sl = index.span(t0, t1)
+
+        def run(block):
+            gather_quantise(block, t0, index.frame[sl], index.origin[sl], size, clips_flat, flat[sl], lo_flat, scale_flat)
+            return _moments(block)
+
+        if read is not None:
+            return lambda: read(t0, t1, run)
         block = movie.blocks[i].to_delayed().ravel()[0]  # no concatenate-and-copy on finalize
-        return lambda: chunk_task(block.compute(scheduler="synchronous"), *args(i))
+        return lambda: run(np.asarray(block.compute(scheduler="synchronous")))
 
     n_chunks = len(movie.chunks[0])
     tasks = [delayed_task(i) for i in range(n_chunks)]
@@ -456,11 +537,11 @@ def stream(
     moments = Moments()
     with tqdm(total=n_t, unit="frame", desc="pre-processing", disable=not progress, leave=False) as bar:
         for i, part in enumerate(_results(tasks, local, client, scheduler, workers)):
-            sl = index.span(starts[i], starts[i + 1])
-            rec = flat[sl]  # one flat record index: a much faster scatter than three
-            clips_flat[rec] = part["clips"]
-            lo.reshape(-1)[rec] = part["lo"]
-            scale.reshape(-1)[rec] = part["scale"]
+            if "clips" in part:  # computed elsewhere (dask scheduler or cluster): scatter here
+                rec = flat[index.span(starts[i], starts[i + 1])]  # one flat record index
+                clips_flat[rec] = part["clips"]
+                lo_flat[rec] = part["lo"]
+                scale_flat[rec] = part["scale"]
             moments.add(part)
             bar.update(int(part["n"]))
     if moments.n == 0:
@@ -504,28 +585,23 @@ def quantise_snapshots(result: StreamResult, event_frame: np.ndarray, block: int
     n = clips.shape[0]
     scale = np.ones(n, np.float32)
     offset = np.zeros(n, np.float32)
-    present = np.asarray(event_frame) >= 0
+    present = np.ascontiguousarray(np.asarray(event_frame) >= 0)
     if block is None:
         block = max(1, 2**22 // max(1, int(np.prod(clips.shape[1:]))))
-    b = (slice(None),) * 3 + (None, None)
-    for s in range(0, n, block):
-        sl = slice(s, s + block)
-        ok = np.broadcast_to(present[sl][:, :, None], result.lo[sl].shape)
-        rec_lo, rec_sc = result.lo[sl], result.scale[sl]
-        lo = np.where(ok, rec_lo, np.inf).min(axis=(1, 2))
-        hi = np.where(ok, rec_lo + 255.0 * rec_sc, -np.inf).max(axis=(1, 2))
-        has = np.isfinite(lo)
-        lo = np.where(has, lo, 0.0)
-        sc = np.where(has & (hi > lo), (hi - lo) / 255.0, 1.0)
-        # value = q * rec_sc + rec_lo;  new q = (value - lo) / sc  =  q * (rec_sc / sc) + (rec_lo - lo) / sc
-        gain = np.where(ok, rec_sc / sc[:, None, None], 0.0).astype(np.float32)
-        shift = np.where(ok, (rec_lo - lo[:, None, None]) / sc[:, None, None], 0.0).astype(np.float32)
-        x = clips[sl].astype(np.float32)
-        x *= gain[b]
-        x += shift[b]
-        np.rint(x, out=x)
-        np.clip(x, 0, 255, out=x)
-        clips[sl] = x
-        scale[sl] = sc
-        offset[sl] = lo
+    # The compiled kernel does, per candidate, exactly the float32/float64 steps of the
+    # numpy form below (kept as the reference in tests/test_preprocess_stream.py):
+    #   lo, hi = range of all present records; sc = (hi - lo) / 255 (1 if none/flat)
+    #   q = uint8(clip(rint(q * float32(rec_sc / sc) + float32((rec_lo - lo) / sc)), 0, 255))
+    # in one pass over the bytes, in place, on up to 2 threads (it releases the GIL).
+    spans = [(s, min(n, s + block)) for s in range(0, n, block)]
+
+    def run(span):
+        requantise(clips, result.lo, result.scale, present, span[0], span[1], scale, offset)
+
+    if len(spans) > 1 and (os.cpu_count() or 1) > 1:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(run, spans))
+    else:
+        for span in spans:
+            run(span)
     return clips, scale, offset

@@ -1,0 +1,295 @@
+"""Compiled (numba) inner loops of the streaming pass, bit-identical to the numpy reference.
+
+numba comes with ``sparse`` (a core dependency). The kernels release the GIL, so the
+pass's worker threads run them truly in parallel, and they are cached on disk
+(``cache=True``), so only the first run after an install pays the compilation.
+
+* :func:`gather_quantise` — cut every record's ``size × size`` crop out of a time
+  chunk and quantise it to uint8 with its own range, writing straight into the
+  destination rows: one pass over the crop pixels instead of numpy's gather, float
+  copy, min, max, subtract, scale, round, clip and scatter (each a full pass).
+  Same float32/float64 operations in the same order as
+  :func:`actsort_nb.preprocess.stream._quantise_records`, so the bytes are equal.
+* :func:`requantise` — the per-candidate re-quantisation of
+  :func:`actsort_nb.preprocess.stream.quantise_snapshots`, in place, same arithmetic.
+
+No ``fastmath``: the float rounding must match numpy's exactly (no FMA contraction,
+no re-association).
+"""
+# The loops spell min/max as comparisons on purpose: numba's builtin min/max carry
+# Python's NaN semantics and vectorise worse (measured).
+# ruff: noqa: FURB136, PLR1730
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["gather_quantise", "requantise"]
+
+
+_MAGIC = np.float32(12582912.0)  # 1.5 * 2**23: adding and subtracting it rounds half to even
+
+
+@njit(inline="always")
+def _round_clip(x):  # pragma: no cover - compiled
+    """``uint8(clip(rint(x), 0, 255))`` for a float32 (clipping first gives the same result).
+
+    The magic-number rounding is exact for ``0 <= x <= 255`` and, unlike a call
+    to ``rint``, vectorises. NaN gives 0.
+    """
+    x = x if x > 0 else np.float32(0)
+    x = x if x < 255 else np.float32(255)
+    return np.uint8(np.int32((x + _MAGIC) - _MAGIC))
+
+
+@njit(nogil=True, cache=True)
+def _gather_quantise(block, t0, frame, origin, size, dest, dest_row, lo_out, scale_out, check_nan):  # pragma: no cover - compiled
+    m = frame.shape[0]
+    for r in range(m):
+        t = frame[r] - t0
+        y0 = origin[r, 0]
+        x0 = origin[r, 1]
+        mn = block[t, y0, x0]
+        mx = mn
+        for i in range(size):
+            src = block[t, y0 + i, x0 : x0 + size]
+            for j in range(size):
+                v = src[j]
+                mn = v if v < mn else mn
+                mx = v if v > mx else mx
+        mn = np.float32(mn)
+        mx = np.float32(mx)
+        if check_nan:  # min/max skip NaN; numpy's propagate it
+            for i in range(size):
+                for j in range(size):
+                    if np.isnan(block[t, y0 + i, x0 + j]):
+                        mn = np.float32(np.nan)
+                        mx = np.float32(np.nan)
+        a = np.float64(mn)
+        sc = (np.float64(mx) - a) / 255.0
+        inv = np.float32(1.0 / (sc if sc > 0 else 1.0))
+        a32 = np.float32(a)
+        d = dest_row[r]
+        for i in range(size):
+            src = block[t, y0 + i, x0 : x0 + size]
+            dst = dest[d, i]
+            for j in range(size):
+                dst[j] = _round_clip((np.float32(src[j]) - a32) * inv)
+        lo_out[d] = a
+        scale_out[d] = sc
+
+
+def gather_quantise(block, t0, frame, origin, size, dest, dest_row, lo_out, scale_out) -> None:
+    """Quantise the crops of records ``r`` into ``dest[dest_row[r]]`` (uint8) with ``lo``/``scale``.
+
+    Parameters
+    ----------
+    block : numpy.ndarray
+        ``(time, y, x)`` movie frames starting at movie frame ``t0`` (C-contiguous).
+    frame, origin : numpy.ndarray
+        ``(record,)`` movie frames and ``(record, 2)`` crop origins (int64).
+    size : int
+        Crop side.
+    dest : numpy.ndarray
+        ``(rows, size, size)`` uint8 destination; ``lo_out``/``scale_out`` ``(rows,)`` float64.
+    dest_row : numpy.ndarray
+        ``(record,)`` int64 destination row of each record (distinct rows: threads may
+        fill disjoint records of the same ``dest`` concurrently).
+    """
+    if len(frame):
+        dt = np.dtype(block.dtype)
+        if not dt.isnative or (dt.kind == "f" and dt.itemsize < 4):  # numba: native ints/floats only
+            block = np.asarray(block, dtype=np.float32 if dt.kind == "f" else dt.newbyteorder("="))
+        _gather_quantise(
+            np.ascontiguousarray(block), np.int64(t0), np.ascontiguousarray(frame, dtype=np.int64),
+            np.ascontiguousarray(origin, dtype=np.int64), np.int64(size), dest,
+            np.ascontiguousarray(dest_row, dtype=np.int64), lo_out, scale_out,
+            np.dtype(block.dtype).kind == "f",
+        )
+
+
+@njit(nogil=True, cache=True)
+def _requantise(clips, lo, scale, present, c0, c1, scale_out, offset_out):  # pragma: no cover - compiled
+    n_ev = clips.shape[1]
+    n_f = clips.shape[2]
+    sy = clips.shape[3]
+    sx = clips.shape[4]
+    for c in range(c0, c1):
+        low = np.inf
+        high = -np.inf
+        for e in range(n_ev):
+            if present[c, e]:
+                for f in range(n_f):
+                    a = lo[c, e, f]
+                    b = a + 255.0 * scale[c, e, f]
+                    if a < low:
+                        low = a
+                    if b > high:
+                        high = b
+        has = np.isfinite(low)
+        if not has:
+            low = 0.0
+        sc = (high - low) / 255.0 if (has and high > low) else 1.0
+        for e in range(n_ev):
+            ok = present[c, e]
+            for f in range(n_f):
+                if ok:
+                    gain = np.float32(scale[c, e, f] / sc)
+                    shift = np.float32((lo[c, e, f] - low) / sc)
+                else:
+                    gain = np.float32(0.0)
+                    shift = np.float32(0.0)
+                for i in range(sy):
+                    row = clips[c, e, f, i]
+                    for j in range(sx):
+                        x = np.float32(row[j]) * gain
+                        row[j] = _round_clip(x + shift)
+        scale_out[c] = np.float32(sc)
+        offset_out[c] = np.float32(low)
+
+
+def requantise(clips, lo, scale, present, c0, c1, scale_out, offset_out) -> None:
+    """Re-quantise candidates ``c0 .. c1`` of ``clips`` in place to one range each (see ``quantise_snapshots``)."""
+    _requantise(clips, lo, scale, np.ascontiguousarray(present, dtype=np.bool_), np.int64(c0), np.int64(c1), scale_out, offset_out)
+
+
+@njit(nogil=True, cache=True)
+def _merge_moments(mean, m2, c0, c1, c2, c3, pmean, pm2, p0, p1, p2, p3, f, w):  # pragma: no cover - compiled
+    h, wd = mean.shape
+    delta = pmean - mean
+    for i in range(h):
+        for j in range(wd):
+            d = delta[i, j]
+            mean[i, j] += d * f
+            m2[i, j] += pm2[i, j] + d * d * w
+    for i in range(h):
+        for j in range(wd - 1):
+            c0[i, j] += p0[i, j] + delta[i, j] * delta[i, j + 1] * w
+    for i in range(h - 1):
+        for j in range(wd):
+            c1[i, j] += p1[i, j] + delta[i, j] * delta[i + 1, j] * w
+        for j in range(wd - 1):
+            c2[i, j] += p2[i, j] + delta[i, j] * delta[i + 1, j + 1] * w
+            c3[i, j] += p3[i, j] + delta[i, j + 1] * delta[i + 1, j] * w
+
+
+def merge_moments(mean, m2, co, part_mean, part_m2, part_co, f: float, w: float) -> None:
+    """Chan et al.'s pairwise merge in place, fused (same operations as the numpy form).
+
+    ``mean += δ·f``, ``m2 += m2_b + δ²·w`` and, for each forward neighbour pair
+    ``(p, q)``, ``co += co_b + δ_p·δ_q·w`` with ``δ = mean_b − mean`` (old mean).
+    """
+    _merge_moments(mean, m2, *co, part_mean, part_m2, *part_co, float(f), float(w))
+
+
+@njit(nogil=True, cache=True)
+def _top_events(x, prominence, min_distance, out):  # pragma: no cover - compiled
+    n_rows, n = x.shape
+    n_keep = out.shape[1]
+    mids = np.empty(n, np.int64)
+    for r in range(n_rows):
+        row = x[r]
+        # scipy.signal._peak_finding_utils._local_maxima_1d (plateaus: their middle)
+        m = 0
+        i = 1
+        i_max = n - 1
+        while i < i_max:
+            if row[i - 1] < row[i]:
+                i_ahead = i + 1
+                while i_ahead < i_max and row[i_ahead] == row[i]:
+                    i_ahead += 1
+                if row[i_ahead] < row[i]:
+                    mids[m] = (i + i_ahead - 1) // 2
+                    m += 1
+                    i = i_ahead
+            i += 1
+        # scipy's _peak_prominences (no wlen) then prominence >= thr. Only the test is
+        # needed: thr <= top - max(left_min, right_min) holds iff some value v on each side
+        # (within the peak's basin) has thr <= top - v (fl(top - v) is monotone in v), so
+        # each scan stops at the first such v: the same peaks, found in far fewer steps.
+        thr = prominence[r]
+        k = 0
+        for p in range(m):
+            peak = mids[p]
+            top = row[peak]
+            ok = False
+            j = peak
+            while j >= 0 and row[j] <= top:
+                if thr <= top - row[j]:
+                    ok = True
+                    break
+                j -= 1
+            if not ok:
+                continue
+            ok = False
+            j = peak
+            while j <= n - 1 and row[j] <= top:
+                if thr <= top - row[j]:
+                    ok = True
+                    break
+                j += 1
+            if ok:
+                mids[k] = peak
+                k += 1
+        if k == 0:
+            out[r, 0] = np.argmax(row)
+            continue
+        peaks = mids[:k]
+        # events._separated: highest first (ties: earliest), each more than min_distance from all kept
+        order = np.argsort(-row[peaks], kind="mergesort")
+        kept = 0
+        for o in order:
+            ok = True
+            for q in range(kept):
+                if abs(peaks[o] - out[r, q]) <= min_distance:
+                    ok = False
+                    break
+            if ok:
+                out[r, kept] = peaks[o]
+                kept += 1
+                if kept == n_keep:
+                    break
+
+
+def top_events_block(x, prominence, min_distance: float, out) -> None:
+    """:func:`actsort_nb.preprocess.events.top_events`'s per-trace loop, compiled (same frames).
+
+    ``x`` ``(rows, time)`` float64 prepared traces, ``prominence`` ``(rows,)`` thresholds,
+    ``out`` ``(rows, n_events)`` int32 prefilled with -1.
+    """
+    _top_events(np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(prominence, dtype=np.float64),
+                float(min_distance), out)
+
+
+_MAGIC64 = 6755399441055744.0  # 1.5 * 2**52: adding and subtracting it rounds half to even
+
+
+@njit(nogil=True, cache=True)
+def _quantise_u16(x, q, scale, offset):  # pragma: no cover - compiled
+    rows, n = x.shape
+    for r in range(rows):
+        row = x[r]
+        lo = row[0] if n else 0.0
+        hi = lo
+        for j in range(n):
+            v = row[j]
+            lo = v if v < lo else lo
+            hi = v if v > hi else hi
+        sc = (hi - lo) / 65535.0 if hi > lo else 1.0
+        out = q[r]
+        for j in range(n):
+            y = (row[j] - lo) / sc
+            y = y if y > 0 else 0.0
+            y = y if y < 65535.0 else 65535.0
+            out[j] = np.uint16(np.int64((y + _MAGIC64) - _MAGIC64))
+        scale[r] = sc
+        offset[r] = lo
+
+
+def quantise_u16(x, q, scale, offset) -> None:
+    """Per-row uint16 quantisation of finite float64 rows (the sort set's trace encoding).
+
+    Same arithmetic as ``clip(rint((x - lo) / sc), 0, 65535)`` with ``lo, hi`` the row's
+    range and ``sc = (hi - lo) / 65535`` (1 for a flat row), in one pass per row.
+    """
+    _quantise_u16(np.ascontiguousarray(x, dtype=np.float64), q, scale, offset)
