@@ -63,7 +63,9 @@ class SkactivemlLearner:
             return SklearnClassifier(lr, classes=[0, 1], missing_label=np.nan, random_state=seed)
 
         self.make = make
-        self.clf = make().fit(self.z, self.y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no labeled data" at the cold start
+            self.clf = make().fit(self.z, self.y)
         if kind == "uncertainty":
             self.qs = UncertaintySampling(method="least_confident", random_state=seed)
         else:
@@ -125,8 +127,12 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 rotation, 1 seed, 4 strategies")
     parser.add_argument("--jobs", type=int, default=2, help="parallel worker processes")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--strategies", nargs="+", choices=list(FACTORIES), default=None,
+                        help="subset of strategies (default: all)")
     args = parser.parse_args(argv)
     strategies = QUICK if args.quick else tuple(FACTORIES)
+    if args.strategies:
+        strategies = tuple(args.strategies)
     rotations = (0,) if args.quick else (0, 1, 2, 3)
     seeds = range(1 if args.quick else args.seeds)
     tasks = [(d, s, a, k) for d in SETS for s in strategies for a in rotations for k in seeds]

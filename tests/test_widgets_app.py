@@ -260,3 +260,17 @@ def test_a_sort_set_opened_lazily_from_hdf5_keeps_its_log_beside_it(tmp_path):
         assert (tmp_path / "rec.labels.sqlite").exists()
     finally:
         app.close()
+
+
+def test_default_strategy_is_the_learners_default(sortset, tmp_path):
+    import inspect
+
+    from actsort_nb.learn import ActiveLearner
+
+    default = inspect.signature(ActiveLearner).parameters["strategy"].default
+    a = SortingApp(sortset, log=tmp_path / "d.sqlite", annotator="ana")
+    try:
+        assert a.learner.strategy == default
+        assert a.plots.strategy.value == default
+    finally:
+        a.close()

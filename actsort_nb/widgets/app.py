@@ -87,8 +87,9 @@ class SortingApp:
     annotator : str, optional
         Who labels; default the login name (the log's default).
     strategy : str, optional
-        Query strategy of the learner: ``"dcal"`` (default), ``"cal"``, ``"dal"``,
-        ``"random"`` or ``"explore"`` (also ``"ours"``).
+        Query strategy of the learner: ``"explore"`` (ours, the learner's default,
+        chosen by the label-efficiency benchmark; also ``"ours"``), ``"dcal"``,
+        ``"cal"``, ``"dal"`` or ``"random"``.
     seed : int
         Random seed of the learner.
     threshold : float, optional
@@ -142,8 +143,8 @@ class SortingApp:
         self.source = CandidateSource(sortset)
         self.n = self.source.n
         features = np.asarray(sortset["features"].transpose("candidate", "feature").values, dtype=np.float32)
-        strategy = STRATEGY_ALIASES.get(strategy, strategy) if strategy else "dcal"
-        self.learner = ActiveLearner(features, strategy=strategy, seed=seed)
+        kwargs = {"strategy": STRATEGY_ALIASES.get(strategy, strategy)} if strategy else {}
+        self.learner = ActiveLearner(features, seed=seed, **kwargs)
         if threshold is not None:
             self.learner.threshold = float(threshold)
         if isinstance(log, LabelLog):

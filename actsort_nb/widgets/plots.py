@@ -21,11 +21,11 @@ __all__ = ["STRATEGIES", "LivePlots"]
 #: Strategies offered in the selector: (shown name, the learner's name). "ours" is the
 #: learner's ``explore`` strategy (see :mod:`actsort_nb.learn.queries`).
 STRATEGIES: tuple[tuple[str, str], ...] = (
+    ("ours (explore)", "explore"),
     ("DCAL", "dcal"),
     ("CAL", "cal"),
     ("DAL", "dal"),
     ("random", "random"),
-    ("ours (explore)", "explore"),
 )
 COUNT_NAMES = ["you ✓", "you ✗", "model ✓", "model ✗"]
 _N_BINS = 20
@@ -64,7 +64,7 @@ class LivePlots(W.VBox):
     [1, 0, 2, 0]
     """
 
-    def __init__(self, *, strategy: str = "dcal", dcal_weight: float = 0.5, threshold: float = 0.5):
+    def __init__(self, *, strategy: str = "explore", dcal_weight: float = 0.5, threshold: float = 0.5):
         # accuracy vs labels
         xs, ys = bq.LinearScale(min=0), bq.LinearScale(min=0.0, max=1.0)
         self.accuracy = bq.Lines(x=np.zeros(0), y=np.zeros(0), scales={"x": xs, "y": ys}, colors=["#0ea5e9"],
