@@ -123,6 +123,23 @@ def is_hdf5(path: Path) -> bool:
     return any(data[off : off + 8] == HDF5_MAGIC for off in (0, 512, 1024, 2048))
 
 
+def h5_matches(path, predicate) -> bool:
+    """True if ``path`` is an HDF5 file (by magic bytes) whose open ``h5py.File`` satisfies ``predicate``.
+
+    The shared body of the HDF5 readers' ``guess_can_open``: guessing never raises.
+    """
+    path = as_path(path)
+    if not path.is_file() or not is_hdf5(path):
+        return False
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as fh:
+            return bool(predicate(fh))
+    except Exception:  # noqa: BLE001 - guessing never raises
+        return False
+
+
 def mat_version(path: Path) -> str | None:
     """``"7.3"`` (HDF5-based), ``"5"`` or None for a MATLAB ``.mat`` file, from its 128-byte header."""
     data = head(path, 1024)

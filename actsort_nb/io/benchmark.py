@@ -15,9 +15,9 @@ from ._common import (
     InputError,
     as_float32,
     as_path,
+    h5_matches,
     h5_open,
     h5_read,
-    is_hdf5,
     name,
     text_key,
     where,
@@ -30,16 +30,7 @@ SUFFIX = "_choices"
 
 def guess_can_open(path) -> bool:
     """True for an HDF5 / MATLAB v7.3 file with ``metrics`` and at least one ``*_choices`` dataset."""
-    path = as_path(path)
-    if not path.is_file() or not is_hdf5(path):
-        return False
-    try:
-        import h5py
-
-        with h5py.File(path, "r") as fh:
-            return "metrics" in fh and any(text_key(k).endswith(SUFFIX) for k in fh)
-    except Exception:  # noqa: BLE001 - guessing never raises
-        return False
+    return h5_matches(path, lambda fh: "metrics" in fh and any(text_key(k).endswith(SUFFIX) for k in fh))
 
 
 def read_actsort_benchmark(path) -> xr.Dataset:

@@ -26,9 +26,9 @@ from ._common import (
     check_fov,
     check_rate,
     check_size,
+    h5_matches,
     h5_open,
     h5_read,
-    is_hdf5,
     name,
     where,
 )
@@ -39,16 +39,7 @@ __all__ = ["read", "guess_can_open", "BACKEND"]
 
 def guess_can_open(path) -> bool:
     """True for an HDF5 file (by magic bytes) holding ``estimates/A`` as CaImAn saves it."""
-    path = as_path(path)
-    if not path.is_file() or not is_hdf5(path):
-        return False
-    try:
-        import h5py
-
-        with h5py.File(path, "r") as fh:
-            return "estimates" in fh and "A" in fh["estimates"]
-    except Exception:  # noqa: BLE001 - guessing never raises
-        return False
+    return h5_matches(path, lambda fh: "estimates" in fh and "A" in fh["estimates"])
 
 
 def _is_none(obj) -> bool:

@@ -20,6 +20,7 @@ from ._common import (
     check_rate,
     check_size,
     guard,
+    h5_matches,
     is_hdf5,
     name,
 )
@@ -30,16 +31,7 @@ __all__ = ["read", "guess_can_open", "BACKEND"]
 
 def guess_can_open(path) -> bool:
     """True for an HDF5 file (by magic bytes) with NWB's root ``nwb_version`` attribute."""
-    path = as_path(path)
-    if not path.is_file() or not is_hdf5(path):
-        return False
-    try:
-        import h5py
-
-        with h5py.File(path, "r") as fh:
-            return "nwb_version" in fh.attrs or ("general" in fh and "acquisition" in fh)
-    except Exception:  # noqa: BLE001 - guessing never raises
-        return False
+    return h5_matches(path, lambda fh: "nwb_version" in fh.attrs or ("general" in fh and "acquisition" in fh))
 
 
 def _pynwb():
