@@ -169,4 +169,6 @@ def launch_lab(directory: str | os.PathLike | None = None, *, port: int | None =
         cmd.append(f"--port={port}")
     if not open_browser:
         cmd.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers and CI machines often run as root; Lab refuses it otherwise
     return subprocess.call(cmd, cwd=work)

@@ -79,3 +79,41 @@ def test_info_describes_a_sort_set(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "actsort_nb sort set (schema 1)" in text
     assert f"candidates: {ds.sizes['candidate']}" in text and "features: 76" in text
+
+
+def test_demo_serves_the_quickstart_in_jupyterlab(tmp_path):
+    """The README's first command: ``actsort-nb demo`` starts JupyterLab on the quickstart."""
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JUPYTER_TOKEN="actsort-test", JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"))
+    cmd = [sys.executable, "-m", "actsort_nb.cli", "demo", "--dir", str(tmp_path / "demo"), "--port", str(port),
+           "--no-browser"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/api/contents/01_quickstart.ipynb?content=0&token=actsort-test"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    model = json.load(r)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"JupyterLab did not serve the quickstart (exit code {proc.poll()})")
+                time.sleep(0.5)
+        assert model["name"] == "01_quickstart.ipynb" and model["type"] == "notebook"
+        assert (tmp_path / "demo" / "01_quickstart.ipynb").exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
