@@ -37,12 +37,6 @@ def quickstart_path() -> Path:
     return path
 
 
-def _balanced_accuracy(truth: np.ndarray, pred: np.ndarray) -> float:
-    tpr = np.mean(pred[truth == 1] == 1) if (truth == 1).any() else np.nan
-    tnr = np.mean(pred[truth == 0] == 0) if (truth == 0).any() else np.nan
-    return float(np.nanmean([tpr, tnr]))
-
-
 def run_headless(
     *,
     n_cells: int = 150,
@@ -88,6 +82,7 @@ def run_headless(
         after each batch of labels, timings and output paths.
     """
     from .learn import ActiveLearner
+    from .learn.simulate import score
     from .preprocess import preprocess
     from .store import LabelLog, export
     from .synthetic import simulate_recording
@@ -122,7 +117,7 @@ def run_headless(
             log.record(i, label, strategy=str(learner.strategy), p_cell=float(learner.predict_proba()[i]))
             learner.teach(i, label)
             if k % 10 == 0 or k == labels:
-                curve.append((k, _balanced_accuracy(truth, np.asarray(learner.sorted_labels()))))
+                curve.append((k, float(score(truth, np.asarray(learner.sorted_labels()))["balanced_accuracy"])))
         csv = export(log, "csv", out / "demo_labels.csv", n=n, p_cell=learner.predict_proba())
     t3 = time.perf_counter()
     say("labels  share  balanced accuracy of the sorted output vs ground truth")

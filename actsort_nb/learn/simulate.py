@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from .._validation import InputError
+from ..store.agreement import consensus as majority_vote
 from .learner import ActiveLearner
 
 #: Budgets in percent of candidates, as in the ActSort paper's curves.
@@ -43,9 +44,8 @@ def consensus(annotations: np.ndarray, exclude: int | None = None) -> np.ndarray
     a = np.asarray(annotations)
     if exclude is not None:
         a = np.delete(a, exclude, axis=0)
-    yes = (a == 1).sum(0)
-    no = (a == 0).sum(0)
-    return (yes > no).astype(np.int8)
+    # The store's majority vote (ties -> not a cell); a candidate nobody voted on counts as 0 here.
+    return np.maximum(majority_vote(a, ties="not_cell"), 0).astype(np.int8)
 
 
 def score(truth: np.ndarray, decision: np.ndarray, p_cell: np.ndarray | None = None) -> dict:
