@@ -380,3 +380,43 @@ def test_hdf5_direct_read_equals_dask_path(tmp_path):
         for name in ("snapshots", "snapshot_scale", "snapshot_offset", "max_image", "mean_image"):
             np.testing.assert_array_equal(ref[name].values, got[name].values, err_msg=name)
         np.testing.assert_allclose(ref.corr_image.values, got.corr_image.values, atol=1e-6)
+
+
+def _moments_reference(block):
+    """The numpy (einsum) form of the chunk moments that the compiled kernel replaces."""
+    mu = block.mean(axis=0, dtype=np.float64)  # of the values as given (float64 exact)
+    x = block.astype(np.float32)
+    x -= mu.astype(np.float32)
+    dot = "tij,tij->ij"
+    co = (
+        np.einsum(dot, x[:, :, :-1], x[:, :, 1:]),
+        np.einsum(dot, x[:, :-1], x[:, 1:]),
+        np.einsum(dot, x[:, :-1, :-1], x[:, 1:, 1:]),
+        np.einsum(dot, x[:, :-1, 1:], x[:, 1:, :-1]),
+    )
+    return {"max": block.max(axis=0), "mean": mu, "m2": np.einsum(dot, x, x), "co": co}
+
+
+@pytest.mark.parametrize("shape", [(9, 7, 11), (5, 1, 6), (5, 6, 1), (1, 4, 4), (40, 13, 17)])
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.float64, ">i2"])
+@pytest.mark.parametrize("band_bytes", [1, 300, 1e6])  # one row per band, a few rows, all rows
+def test_compiled_chunk_moments_match_numpy(shape, dtype, band_bytes):
+    rng = np.random.default_rng(15)
+    block = (rng.normal(300, 20, shape)).astype(dtype)
+    got = _moments(block, band_bytes=band_bytes)
+    want = _moments_reference(block)
+    assert got["n"] == shape[0]
+    np.testing.assert_array_equal(got["max"], want["max"])
+    np.testing.assert_allclose(got["mean"], want["mean"], rtol=1e-12)
+    scale = max(1.0, float(want["m2"].max()))
+    np.testing.assert_allclose(got["m2"], want["m2"], atol=1e-5 * scale)
+    for g, w in zip(got["co"], want["co"]):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, atol=1e-5 * scale)
+
+
+def test_compiled_chunk_max_propagates_nan():
+    block = np.ones((4, 3, 3), np.float32)
+    block[2, 1, 1] = np.nan
+    assert np.isnan(_moments(block)["max"][1, 1])
+    assert np.isfinite(np.delete(_moments(block)["max"].ravel(), 4)).all()

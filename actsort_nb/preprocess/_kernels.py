@@ -13,8 +13,10 @@ pass's worker threads run them truly in parallel, and they are cached on disk
 * :func:`requantise` — the per-candidate re-quantisation of
   :func:`actsort_nb.preprocess.stream.quantise_snapshots`, in place, same arithmetic.
 
-No ``fastmath``: the float rounding must match numpy's exactly (no FMA contraction,
-no re-association).
+* :func:`chunk_moments` — a time chunk's summary moments, band by band in cache.
+
+No ``fastmath`` except in :func:`chunk_moments`: the other kernels' float rounding must
+match numpy's exactly (no FMA contraction, no re-association).
 """
 # The loops spell min/max as comparisons on purpose: numba's builtin min/max carry
 # Python's NaN semantics and vectorise worse (measured).
@@ -24,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["gather_quantise", "requantise"]
+__all__ = ["chunk_moments", "gather_quantise", "merge_moments", "quantise_u16", "requantise", "top_events_block"]
 
 
 _MAGIC = np.float32(12582912.0)  # 1.5 * 2**23: adding and subtracting it rounds half to even
@@ -151,6 +153,111 @@ def _requantise(clips, lo, scale, present, c0, c1, scale_out, offset_out):  # pr
 def requantise(clips, lo, scale, present, c0, c1, scale_out, offset_out) -> None:
     """Re-quantise candidates ``c0 .. c1`` of ``clips`` in place to one range each (see ``quantise_snapshots``)."""
     _requantise(clips, lo, scale, np.ascontiguousarray(present, dtype=np.bool_), np.int64(c0), np.int64(c1), scale_out, offset_out)
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
+def _band_moments(block, r0, r1, mx, mean, m2, c0, c1, c2, c3):  # pragma: no cover - compiled
+    n_t, h, w = block.shape
+    re = min(h, r1 + 1)  # one halo row below the band, for the downward neighbours
+    nr = re - r0
+    k = r1 - r0
+    s = np.zeros((nr, w), np.float64)
+    m = block[0, r0:re].copy()
+    for t in range(n_t):
+        for i in range(nr):
+            src = block[t, r0 + i]
+            si = s[i]
+            mi = m[i]
+            for j in range(w):
+                si[j] += src[j]
+            for j in range(w):
+                mi[j] = np.maximum(mi[j], src[j])  # NaN propagates; vectorises (an ``if`` does not)
+    mu = np.empty((nr, w), np.float32)
+    for i in range(nr):
+        for j in range(w):
+            mm = s[i, j] / n_t
+            mu[i, j] = np.float32(mm)
+            if i < k:
+                mean[r0 + i, j] = mm
+                mx[r0 + i, j] = m[i, j]
+    a2 = np.zeros((nr, w), np.float32)
+    a0 = np.zeros((nr, w), np.float32)
+    a1 = np.zeros((nr, w), np.float32)
+    ad = np.zeros((nr, w), np.float32)
+    aa = np.zeros((nr, w), np.float32)
+    d = np.empty((nr, w), np.float32)
+    # One accumulator per loop: with several, LLVM's alias checks give up and the
+    # loop stays scalar (3x slower, measured).
+    for t in range(n_t):
+        for i in range(nr):
+            src = block[t, r0 + i]
+            di = d[i]
+            mui = mu[i]
+            for j in range(w):
+                di[j] = np.float32(src[j]) - mui[j]
+            if i < k:
+                x2 = a2[i]
+                for j in range(w):
+                    x2[j] += di[j] * di[j]
+                x0 = a0[i]
+                for j in range(w - 1):
+                    x0[j] += di[j] * di[j + 1]
+            if i > 0:
+                up = d[i - 1]
+                y1 = a1[i - 1]
+                for j in range(w):
+                    y1[j] += up[j] * di[j]
+                y2 = ad[i - 1]
+                for j in range(w - 1):
+                    y2[j] += up[j] * di[j + 1]
+                y3 = aa[i - 1]
+                for j in range(w - 1):
+                    y3[j] += up[j + 1] * di[j]
+    for i in range(k):
+        m2[r0 + i] = a2[i]
+        c0[r0 + i] = a0[i, : w - 1]
+        if r0 + i < h - 1:
+            c1[r0 + i] = a1[i]
+            c2[r0 + i] = ad[i, : w - 1]
+            c3[r0 + i] = aa[i, : w - 1]
+
+
+@njit(nogil=True, cache=True)
+def _chunk_moments(block, rows, mx, mean, m2, c0, c1, c2, c3):  # pragma: no cover - compiled
+    h = block.shape[1]
+    for r0 in range(0, h, rows):
+        _band_moments(block, r0, min(h, r0 + rows), mx, mean, m2, c0, c1, c2, c3)
+
+
+def chunk_moments(block: np.ndarray, rows: int) -> dict:
+    """A time chunk's per-pixel max, mean, centred squares and forward co-moments.
+
+    Works through bands of ``rows`` image rows (plus one halo row) so each band's
+    frames stay in the CPU cache across its two passes: the per-pixel sum and max
+    (float64, exact for integer movies), then, with ``d = float32(x) − float32(mean)``,
+    the float32 sums over time of ``d²`` and of ``d`` times its right, down,
+    down-right and down-left neighbour — the numpy form (``einsum``) up to float32
+    rounding (``fastmath={"contract"}``: FMA; NaN semantics kept), ~3.5× faster.
+
+    Returns
+    -------
+    dict
+        ``n``, ``max`` (the block's dtype, or float32 for non-native/half/bool input),
+        ``mean``, ``m2`` (float64 arrays) and ``co``: the 4 co-moment arrays
+        (right, down, down-right, down-left) as in :class:`..stream.Moments`.
+    """
+    dt = np.dtype(block.dtype)
+    if not dt.isnative or dt.kind not in "iuf" or (dt.kind == "f" and dt.itemsize < 4):
+        block = np.asarray(block, dtype=np.float32 if dt.kind in "fb" else dt.newbyteorder("="))
+    block = np.ascontiguousarray(block)
+    n_t, h, w = block.shape
+    mean = np.empty((h, w))
+    m2 = np.empty((h, w))
+    co = (np.empty((h, w - 1)), np.empty((h - 1, w)), np.empty((h - 1, w - 1)), np.empty((h - 1, w - 1)))
+    mx = np.empty((h, w), block.dtype)
+    if n_t:
+        _chunk_moments(block, np.int64(max(1, rows)), mx, mean, m2, *co)
+    return {"n": n_t, "max": mx, "mean": mean, "m2": m2, "co": co}
 
 
 @njit(nogil=True, cache=True)

@@ -20,7 +20,8 @@ by the chunk size and does not grow with the movie's length.
 Speed (see ``benchmarks/preprocess.py``): the crop gather + per-record quantisation,
 the moment merge and the final re-quantisation are compiled loops
 (:mod:`._kernels`, numba, GIL released) that reproduce the numpy arithmetic byte for
-byte; with the default local executor the worker threads write their records straight
+byte; the chunk moments are a compiled loop too, over bands of rows that stay in the
+CPU cache (equal to the numpy form up to float32 rounding); with the default local executor the worker threads write their records straight
 into the output, and a movie that is a plain ``from_array`` of an HDF5 dataset (what
 ``actsort_nb.io.open_movie`` returns) is read with ``read_direct`` into reused buffers
 instead of through dask.
@@ -40,7 +41,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._validation import InputError
-from ._kernels import gather_quantise, merge_moments, requantise
+from ._kernels import chunk_moments, gather_quantise, merge_moments, requantise
 
 __all__ = [
     "CLIP_HALF",
@@ -198,44 +199,16 @@ def _quantise_records(crops: np.ndarray, batch: int = 4096):
     return q, lo, scale
 
 
-def _moments(block: np.ndarray, band_bytes: float = 2e6) -> dict:
+def _moments(block: np.ndarray, band_bytes: float = 1e6) -> dict:
     """Chunk moments: count, max, mean, centred squares and forward-neighbour co-moments.
 
-    The chunk is processed in bands of rows small enough to stay in the CPU cache
-    (each band carries one extra row for the downward neighbours), with a single
-    reused float32 buffer: this halves the time of the whole-chunk numpy version.
+    Computed by the compiled :func:`._kernels.chunk_moments` in bands of image rows
+    whose frames (about ``band_bytes``) stay in the CPU cache.
     """
     block = np.asarray(block)
-    n_t, h, w = block.shape
-    rows = int(max(1, min(h, band_bytes // max(1, n_t * w * 4))))
-    mean = np.empty((h, w))
-    m2 = np.empty((h, w))
-    co = (np.empty((h, w - 1)), np.empty((h - 1, w)), np.empty((h - 1, w - 1)), np.empty((h - 1, w - 1)))
-    mx = np.empty((h, w), block.dtype)
-    buf = np.empty((n_t, rows + 1, w), np.float32)
-    dot = "tij,tij->ij"
-    # integers of at most 16 bits summed over at most 256 frames stay below 2**24
-    exact32 = block.dtype.kind in "iu" and block.dtype.itemsize <= 2 and n_t <= 256
-    for r0 in range(0, h, rows):
-        r1 = min(h, r0 + rows)
-        k, kd = r1 - r0, min(h, r1 + 1) - r0 - 1  # rows in the band; rows with a row below
-        x = buf[:, : kd + 1]
-        np.copyto(x, block[:, r0 : r0 + kd + 1], casting="unsafe")
-        mx[r0:r1] = block[:, r0:r1].max(axis=0)
-        if exact32:  # float32 sums of these integers are exact: the same bits, 2x faster
-            mu = x.sum(axis=0).astype(np.float64)
-            mu /= n_t
-        else:
-            mu = x.mean(axis=0, dtype=np.float64)
-        x -= mu.astype(np.float32)
-        mean[r0:r1] = mu[:k]
-        m2[r0:r1] = np.einsum(dot, x[:, :k], x[:, :k])
-        co[0][r0:r1] = np.einsum(dot, x[:, :k, :-1], x[:, :k, 1:])
-        if kd > 0:
-            co[1][r0 : r0 + kd] = np.einsum(dot, x[:, :kd], x[:, 1 : kd + 1])
-            co[2][r0 : r0 + kd] = np.einsum(dot, x[:, :kd, :-1], x[:, 1 : kd + 1, 1:])
-            co[3][r0 : r0 + kd] = np.einsum(dot, x[:, :kd, 1:], x[:, 1 : kd + 1, :-1])
-    return {"n": n_t, "max": mx, "mean": mean, "m2": m2, "co": co}
+    n_t, _, w = block.shape
+    rows = int(max(1, band_bytes // max(1, n_t * w * block.dtype.itemsize)))
+    return chunk_moments(block, rows)
 
 
 class Moments:
