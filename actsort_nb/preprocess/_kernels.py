@@ -11,7 +11,8 @@ pass's worker threads run them truly in parallel, and they are cached on disk
   Same float32/float64 operations in the same order as
   :func:`actsort_nb.preprocess.stream._quantise_records`, so the bytes are equal.
 * :func:`requantise` — the per-candidate re-quantisation of
-  :func:`actsort_nb.preprocess.stream.quantise_snapshots`, in place, same arithmetic.
+  :func:`actsort_nb.preprocess.stream.quantise_snapshots`, in place, same arithmetic,
+  with the candidate's noise estimate (:func:`_clip_noise`) setting the coarsest step.
 
 * :func:`chunk_moments` — a time chunk's summary moments, band by band in cache.
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["chunk_moments", "gather_quantise", "merge_moments", "quantise_u16", "requantise", "top_events_block"]
+__all__ = ["chunk_moments", "gather_quantise", "merge_moments", "requantise", "top_events_block"]
 
 
 _MAGIC = np.float32(12582912.0)  # 1.5 * 2**23: adding and subtracting it rounds half to even
@@ -110,12 +111,66 @@ def gather_quantise(block, t0, frame, origin, size, dest, dest_row, lo_out, scal
         )
 
 
+#: 1 / (Φ⁻¹(3/4) · √2): turns the median absolute difference of two independent
+#: Gaussian samples into their standard deviation.
+_MAD_DIFF_TO_SD = 1.0 / (0.6744897501960817 * np.sqrt(2.0))
+#: Consecutive-frame differences sampled per candidate for its noise estimate.
+NOISE_SAMPLES = 2048
+
+
 @njit(nogil=True, cache=True)
-def _requantise(clips, lo, scale, present, c0, c1, scale_out, offset_out):  # pragma: no cover - compiled
+def _clip_noise(clips, lo, scale, present, c, buf):  # pragma: no cover - compiled
+    """Robust noise s.d. of candidate ``c``'s clips: MAD of consecutive-frame differences.
+
+    Samples about ``len(buf)`` pixel differences spread evenly (a fixed stride through
+    every present event's frame pairs and pixels, so the sampled pixels move from one
+    pair to the next) and returns ``median(|diff|) / (0.6745·√2)``; 0 if there is none.
+    """
     n_ev = clips.shape[1]
     n_f = clips.shape[2]
     sy = clips.shape[3]
     sx = clips.shape[4]
+    npx = sy * sx
+    pairs = 0
+    for e in range(n_ev):
+        if present[c, e]:
+            pairs += n_f - 1
+    total = pairs * npx
+    if total <= 0:
+        return 0.0
+    stride = (total + buf.shape[0] - 1) // buf.shape[0]
+    m = 0
+    g = 0
+    for e in range(n_ev):
+        if not present[c, e]:
+            continue
+        for f in range(n_f - 1):
+            a0 = lo[c, e, f]
+            s0 = scale[c, e, f]
+            a1 = lo[c, e, f + 1]
+            s1 = scale[c, e, f + 1]
+            p = (stride - g % stride) % stride
+            while p < npx and m < buf.shape[0]:
+                i = p // sx
+                j = p - i * sx
+                v0 = np.float64(clips[c, e, f, i, j]) * s0 + a0
+                v1 = np.float64(clips[c, e, f + 1, i, j]) * s1 + a1
+                buf[m] = abs(v1 - v0)
+                m += 1
+                p += stride
+            g += npx
+    if m == 0:
+        return 0.0
+    return np.median(buf[:m]) * _MAD_DIFF_TO_SD
+
+
+@njit(nogil=True, cache=True)
+def _requantise(clips, lo, scale, present, c0, c1, scale_out, offset_out, noise_step, noise_out):  # pragma: no cover - compiled
+    n_ev = clips.shape[1]
+    n_f = clips.shape[2]
+    sy = clips.shape[3]
+    sx = clips.shape[4]
+    buf = np.empty(NOISE_SAMPLES)
     for c in range(c0, c1):
         low = np.inf
         high = -np.inf
@@ -132,6 +187,13 @@ def _requantise(clips, lo, scale, present, c0, c1, scale_out, offset_out):  # pr
         if not has:
             low = 0.0
         sc = (high - low) / 255.0 if (has and high > low) else 1.0
+        sigma = 0.0
+        if has and high > low and noise_step > 0:
+            sigma = _clip_noise(clips, lo, scale, present, c, buf)
+            floor = noise_step * sigma
+            if floor > sc:  # steps finer than the noise only encode noise
+                sc = floor
+        noise_out[c] = sigma
         for e in range(n_ev):
             ok = present[c, e]
             for f in range(n_f):
@@ -150,9 +212,17 @@ def _requantise(clips, lo, scale, present, c0, c1, scale_out, offset_out):  # pr
         offset_out[c] = np.float32(low)
 
 
-def requantise(clips, lo, scale, present, c0, c1, scale_out, offset_out) -> None:
-    """Re-quantise candidates ``c0 .. c1`` of ``clips`` in place to one range each (see ``quantise_snapshots``)."""
-    _requantise(clips, lo, scale, np.ascontiguousarray(present, dtype=np.bool_), np.int64(c0), np.int64(c1), scale_out, offset_out)
+def requantise(clips, lo, scale, present, c0, c1, scale_out, offset_out, noise_step: float = 0.0, noise_out=None) -> None:
+    """Re-quantise candidates ``c0 .. c1`` of ``clips`` in place to one scale each (see ``quantise_snapshots``).
+
+    The scale is ``max(range / 255, noise_step · σ)`` with ``σ`` the candidate's noise
+    estimated from its clips (:func:`_clip_noise`), written to ``noise_out[c]`` when
+    given; ``noise_step=0`` skips the estimate (pure range quantisation).
+    """
+    if noise_out is None:
+        noise_out = np.zeros(clips.shape[0])
+    _requantise(clips, lo, scale, np.ascontiguousarray(present, dtype=np.bool_), np.int64(c0), np.int64(c1), scale_out,
+                offset_out, float(noise_step), noise_out)
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
@@ -367,36 +437,3 @@ def top_events_block(x, prominence, min_distance: float, out) -> None:
     _top_events(np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(prominence, dtype=np.float64),
                 float(min_distance), out)
 
-
-_MAGIC64 = 6755399441055744.0  # 1.5 * 2**52: adding and subtracting it rounds half to even
-
-
-@njit(nogil=True, cache=True)
-def _quantise_u16(x, q, scale, offset):  # pragma: no cover - compiled
-    rows, n = x.shape
-    for r in range(rows):
-        row = x[r]
-        lo = row[0] if n else 0.0
-        hi = lo
-        for j in range(n):
-            v = row[j]
-            lo = v if v < lo else lo
-            hi = v if v > hi else hi
-        sc = (hi - lo) / 65535.0 if hi > lo else 1.0
-        out = q[r]
-        for j in range(n):
-            y = (row[j] - lo) / sc
-            y = y if y > 0 else 0.0
-            y = y if y < 65535.0 else 65535.0
-            out[j] = np.uint16(np.int64((y + _MAGIC64) - _MAGIC64))
-        scale[r] = sc
-        offset[r] = lo
-
-
-def quantise_u16(x, q, scale, offset) -> None:
-    """Per-row uint16 quantisation of finite float64 rows (the sort set's trace encoding).
-
-    Same arithmetic as ``clip(rint((x - lo) / sc), 0, 65535)`` with ``lo, hi`` the row's
-    range and ``sc = (hi - lo) / 65535`` (1 for a flat row), in one pass per row.
-    """
-    _quantise_u16(np.ascontiguousarray(x, dtype=np.float64), q, scale, offset)
