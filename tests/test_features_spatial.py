@@ -185,3 +185,22 @@ def test_neighbour_lookup_table_and_binary_search_agree():
     y, x = cols // W, cols % W
     ref = (y + 1 < H) & dense[rows, np.minimum(y + 1, H - 1), x]
     np.testing.assert_array_equal(f, ref)
+
+
+def test_compiled_table_lookups_match_the_binary_search():
+    from actsort_nb.features.spatial import _Pixels
+
+    rng = np.random.default_rng(4)
+    imgs = [gauss(*rng.uniform(8, 56, 2), rng.uniform(1.5, 4)) for _ in range(6)] + [disk(30, 30, 5)]
+    m = scipy.sparse.csr_matrix(np.array([im.ravel() for im in imgs]))
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    px = _Pixels(rows, m.indices.astype(np.int64), (H, W))
+    assert px._table is not None
+    slow = _Pixels(rows, m.indices.astype(np.int64), (H, W))
+    slow._table = None  # the binary-search path, used when the boxes are too sparse for a table
+    for dy, dx in ((0, 1), (1, -1), (-2, 2), (3, 0)):
+        f1, i1 = px.find(dy, dx)
+        f2, i2 = slow.find(dy, dx)
+        np.testing.assert_array_equal(f1, f2)
+        np.testing.assert_array_equal(i1[f1], i2[f2])
+    np.testing.assert_array_equal(px.box_sum(m.data, -1, 2), slow.box_sum(m.data, -1, 2))

@@ -217,3 +217,178 @@ def test_input_checks():
         temporal_features(np.array([[0.0, np.nan, 1.0, 2.0]]))
     with pytest.raises(InputError, match="3 time points"):
         temporal_features(np.zeros((2, 2)))
+
+
+# --- the compiled per-trace pass against a straightforward numpy/scipy reference ---------------------------
+
+
+def _reference_temporal(x):
+    """Features 1-34 and 36 computed the plain way: numpy over the block, scipy.signal per trace."""
+    import scipy.ndimage
+    import scipy.signal
+
+    from actsort_nb.features.temporal import (
+        BANDS,
+        EVENT_SCALES,
+        NOISE_FLOOR,
+        PEAK_MIN_PROMINENCE,
+    )
+
+    x = np.asarray(x, np.float64)
+    n, n_t = x.shape
+    tn, b, amp = normalise(x)
+    tb = x - b[:, None]
+    tm = medfilt3(tb)
+    sigma = np.maximum(noise_level(x), NOISE_FLOOR * amp)
+    sigma_n = np.where(amp > 0, sigma / np.where(amp > 0, amp, 1.0), 1.0)
+    mn = x.min(axis=1, keepdims=True)
+    rng = x.max(axis=1, keepdims=True) - mn
+    tmm = np.where(rng > 0, (x - mn) / np.where(rng > 0, rng, 1.0), 0.0)
+    o = np.zeros((n, 36))
+    o[:, 0] = np.where(amp <= 0, 0.0, tm.max(axis=1) / (np.sqrt(2.0) * np.where(sigma > 0, sigma, 1.0)))
+    mx = tm.max(axis=1, keepdims=True)
+    valid = (tm > 0.3 * mx) & (mx > 0)
+    ratio = np.abs(tb - tm) / np.where(valid, np.maximum(tm, tb), 1.0)
+    k = valid.sum(axis=1)
+    o[:, 1] = np.where(k > 0, np.where(valid, ratio, 0.0).sum(axis=1) / np.maximum(k, 1), 0.0)
+    q90 = np.quantile(tn, 0.9, axis=1)
+
+    def spacing(p):
+        return float(n_t) if p.size < 2 else float(p[-1] - p[0]) / (p.size - 1)
+
+    def std(w):
+        return 0.0 if w.size < 2 else float(np.std(w, ddof=1))
+
+    for i in range(n):
+        peaks, props = scipy.signal.find_peaks(tn[i], prominence=PEAK_MIN_PROMINENCE)
+        if peaks.size == 0:
+            o[i, [2, 4, 5, 6, 7, 8, 9, 10]] = (0, n_t, n_t, n_t, 0, 0, 0, 0)
+            continue
+        good = props["prominences"] >= max(0.5 * q90[i], 0.1)
+        h = tmm[i]
+        w = scipy.signal.peak_widths(h, peaks, 0.5, (h[peaks], props["left_bases"], props["right_bases"]))[0]
+        o[i, [2, 4, 5, 6, 7, 8, 9, 10]] = (
+            peaks.size - good.sum(), spacing(peaks[good]), spacing(peaks[~good]), spacing(peaks),
+            w.sum(), w[good].sum(), std(w), std(w[good]),
+        )
+    sd = x.std(axis=1, ddof=1, keepdims=True)
+    z = np.where(sd > 0, (x - x.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0), 0.0)
+    m = z >= np.quantile(z, 0.9, axis=1)[:, None]
+    o[:, 3] = [np.std(r[mm], ddof=1) if mm.sum() > 1 else 0.0 for r, mm in zip(z, m)]
+    smooth = scipy.ndimage.convolve1d(medfilt3(tn), np.array([0.1, 0.4, 1.0, 0.4, 0.1]) / 2, axis=1, mode="nearest")
+    sq = tn**2
+    total = sq.sum(axis=1)
+    for j, s in enumerate(EVENT_SCALES):
+        above = tn >= (s * sigma_n)[:, None]
+        o[:, 11 + 3 * j] = np.where(total > 0, (sq * above).sum(axis=1) / np.where(total > 0, total, 1.0), 0.0)
+        o[:, 12 + 3 * j] = above.mean(axis=1)
+        sa = smooth >= (s * sigma_n)[:, None]
+        o[:, 13 + 3 * j] = sa[:, 0] + (sa[:, 1:] & ~sa[:, :-1]).sum(axis=1)
+    p = np.abs(np.fft.rfft(tb, axis=1)) ** 2
+    p[:, 1 : (n_t + 1) // 2] *= 2  # one-sided: every bin but DC and (even n_t) Nyquist counts twice
+    f = np.fft.rfftfreq(n_t) * 2
+    for j, (lo, hi) in enumerate(BANDS):
+        sel = (f >= lo) & ((f < hi) | (hi >= 1))
+        o[:, 29 + j] = p[:, sel].sum(axis=1) / p.sum(axis=1)
+    zs = medfilt3(x)
+    mu, sd0 = zs.mean(axis=1, keepdims=True), zs.std(axis=1, keepdims=True)
+    ok = sd0 > 8 * np.finfo(np.float32).eps * np.maximum(np.abs(mu), np.finfo(np.float32).tiny)
+    zs = np.where(ok, (zs - mu) / np.where(ok, sd0, 1.0), 0.0) / np.sqrt(n_t)
+    o[:, 35] = np.where(zs >= np.quantile(zs, 0.99, axis=1)[:, None], zs, 0.0).sum(axis=1)
+    return o
+
+
+def _awkward_traces(seed, n_t):
+    """Transients on noise, plus what breaks fast paths: plateaus (16-bit storage), drift, spikes below the baseline."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_t)
+    rows = []
+    for _ in range(6):
+        x = rng.standard_normal(n_t)
+        for c in rng.integers(0, n_t, 4):
+            x += rng.uniform(2, 20) * np.exp(-np.clip(t - c, 0, None) / 8.0) * (t >= c)
+        rows.append(x)
+    rows.append(np.round(rows[0] * 4) / 4)  # many ties and plateaus
+    rows.append(rows[1] + np.linspace(0, 40, n_t))  # drift: every peak's walk reaches back far
+    spiky = rows[2].copy()
+    spiky[n_t // 3] = -80.0  # the minimum far below the baseline: half-height walks end at the bases
+    rows.append(spiky)
+    rows.append(np.sin(np.arange(n_t) / 3.0))  # regular, equal peaks
+    rows.append(np.r_[np.zeros(n_t - 1), 1.0])
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("n_t", [5, 64, 501, 2000])
+def test_compiled_pass_matches_the_reference(n_t):
+    x = _awkward_traces(n_t, n_t)
+    got = temporal_features(x, similarity=False, block=5)
+    ref = _reference_temporal(x)
+    cols = [j for j in range(36) if j != 34]
+    np.testing.assert_allclose(got[:, cols], ref[:, cols].astype(np.float32), rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(temporal_features(x.astype(np.float32), similarity=False)[:, cols],
+                                  temporal_features(x.astype(np.float32).astype(np.float64), similarity=False)[:, cols])
+
+
+def test_peak_ports_match_scipy():
+    import scipy.signal
+
+    from actsort_nb.features._peaks import local_maxima, peak_bases, peak_width
+
+    for x in _awkward_traces(3, 3000):
+        mid = np.empty(x.size // 2, np.int64)
+        k = local_maxima(x, mid)
+        ref = scipy.signal.find_peaks(x)[0]
+        np.testing.assert_array_equal(mid[:k], ref)
+        prom, lb, rb = np.empty(k), np.empty(k, np.int64), np.empty(k, np.int64)
+        peak_bases(x, mid, k, prom, lb, rb, np.empty((6, x.size // 2 + 2)))
+        rp, rl, rr = scipy.signal.peak_prominences(x, ref)
+        np.testing.assert_array_equal(prom, rp)
+        np.testing.assert_array_equal(lb, rl)
+        np.testing.assert_array_equal(rb, rr)
+        h = (x - x.min()) / (x.max() - x.min())
+        w = [peak_width(h, p, h[p], lb[i], rb[i], 0.5) for i, p in enumerate(ref)]
+        np.testing.assert_array_equal(w, scipy.signal.peak_widths(h, ref, 0.5, (h[ref], rl, rr))[0])
+
+
+def test_order_statistics_match_partition():
+    from actsort_nb.features._select import N_BINS, order_stats
+
+    rng = np.random.default_rng(12)
+    cases = [
+        rng.standard_normal(5000),
+        np.round(rng.standard_normal(5000) * 3),  # heavy ties
+        np.r_[rng.standard_normal(4000) * 1e-3, 1e6],  # one far outlier: everything in one bin, twice
+        np.full(300, 2.5),
+        np.r_[np.zeros(10), 5e-324],  # a range too small to scale
+        np.clip(rng.standard_normal(3000) * 1e38, -3e38, 3e38).astype(np.float32),  # a range beyond float32
+        np.r_[rng.standard_normal(500), np.inf, -np.inf],
+        rng.standard_normal(7),
+    ]
+    for a in cases:
+        ranks = np.unique(np.clip(np.array([0, a.size // 2 - 1, a.size // 2, int(0.9 * a.size), a.size - 1]), 0, a.size - 1))
+        out = np.empty(ranks.size, a.dtype)
+        scratch = [np.empty(N_BINS, np.int64), np.empty(N_BINS, np.int64), np.empty_like(a), np.empty_like(a)]
+        order_stats(a, a.min(), a.max(), ranks, out, *scratch)
+        np.testing.assert_array_equal(out, np.sort(a)[ranks])
+
+
+@pytest.mark.parametrize("kind", ["mixed", "noise"])
+def test_pruned_similarity_matches_dense_reference(kind):
+    # long traces, so the bounds are used; white noise leaves every pair undecided (dense fallback),
+    # the mixed set only a few (pair-by-pair dot products)
+    rng = np.random.default_rng(13)
+    n, n_t = (300 if kind == "noise" else 150), 1024
+    if kind == "noise":
+        x = rng.standard_normal((n, n_t))
+        x[1] = x[0] + 0.1 * rng.standard_normal(n_t)  # one similar pair among noise
+    else:
+        common = np.cumsum(rng.standard_normal((4, n_t)), axis=1)
+        x = common[rng.integers(0, 4, n)] * rng.uniform(0.3, 2, (n, 1)) + rng.uniform(0.5, 40, (n, 1)) * rng.standard_normal((n, n_t))
+    c = np.corrcoef(medfilt3(x))
+    np.fill_diagonal(c, -1)
+    ref = (c > 0.7).sum(axis=1) / (n - 1)
+    assert 0 < ref.sum() and (kind == "noise" or ref.min() < ref.max())
+    for block in (7, 512):
+        np.testing.assert_allclose(trace_similarity(x, block=block), ref)
+    # the temporal pass hands its own bounds to the same count
+    np.testing.assert_allclose(temporal_features(x)[:, COL["trace_similarity"]], ref.astype(np.float32))

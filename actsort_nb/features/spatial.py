@@ -36,6 +36,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 
 from .._validation import InputError
+from ._pixel_lookup import box_sums, find_in_boxes
 from .registry import FEATURE_NAMES, FEATURES
 
 __all__ = ["SPATIAL_NAMES", "normalise_footprints", "region_geometry", "spatial_features"]
@@ -143,21 +144,28 @@ class _Pixels:
         if self.keys.size == 0:
             return np.zeros(0, bool), np.zeros(0, np.int64)
         if self._table is not None:
-            yq = self._ly + dy
-            xq = self._lx + dx
-            inside = (yq >= 0) & (yq < self._bh) & (xq >= 0) & (xq < self._bw)
-            slot = self._slot0 + (dy * self._bw + dx)
-            slot[~inside] = 0
-            idx = self._table[slot].astype(np.int64)
-            idx[~inside] = -1
-            found = idx >= 0
-            idx[~found] = 0
+            found = np.empty(self.keys.size, bool)
+            idx = np.empty(self.keys.size, np.int64)
+            find_in_boxes(self._ly, self._lx, self._bh, self._bw, self._slot0, self._table, dy, dx, found, idx)
             return found, idx
         yq, xq = self.y + dy, self.x + dx
         inside = (yq >= 0) & (yq < self.h) & (xq >= 0) & (xq < self.w)
         q = self.keys + dy * self.w + dx
         idx = np.minimum(np.searchsorted(self.keys, q), self.keys.size - 1)
         return inside & (self.keys[idx] == q), idx
+
+    def box_sum(self, values: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Sum of ``values`` (one per pixel of the set) over the offsets ``lo..hi`` in both axes of each pixel."""
+        if self._table is not None:
+            out = np.empty(self.keys.size)
+            box_sums(self._ly, self._lx, self._bh, self._bw, self._slot0, self._table, values, lo, hi, out)
+            return out
+        out = np.zeros(self.keys.size)
+        for dy in range(lo, hi + 1):
+            for dx in range(lo, hi + 1):
+                found, idx = self.find(dy, dx)
+                out += np.where(found, values[idx], 0.0)
+        return out
 
     def components(self) -> np.ndarray:
         """8-connected component label of every pixel (labels never span candidates)."""
@@ -299,12 +307,7 @@ def _spatial_corruption(m: scipy.sparse.csr_matrix, shape) -> np.ndarray:
     px = _Pixels(all_rows, m.indices.astype(np.int64), shape)  # CSR order is already sorted
     data = m.data
     sup = data > SUPPORT_LEVEL
-    box = np.zeros(px.keys.size)
-    for dy in (-1, 0, 1, 2):
-        for dx in (-1, 0, 1, 2):
-            found, idx = px.find(dy, dx)
-            box += np.where(found, data[idx], 0.0)
-    box /= 16.0
+    box = px.box_sum(data, -1, 2) / 16.0
     r = px.rows[sup]
     loc = np.bincount(r, (data[sup] - box[sup]) ** 2 / np.maximum(box[sup], 1e-2), n) / cnt
     tot = loc + g

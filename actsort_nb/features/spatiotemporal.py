@@ -4,9 +4,10 @@ They are computed, like ActSort's, from the candidate's event snapshots only —
 ``E`` clips of ``F`` frames of a fixed ``(cy, cx)`` crop around its top events
 (``E·F`` frames in all, ActSort's ``M_cell``), the crop of its footprint
 (``S_cell``) and the matching trace snippets (``T_cell``) — never from the movie.
-All quantities are vectorised across candidates (blocks of candidates, arrays
-``(candidate, frame, pixel)``); missing events (``event_frame == -1``) are
-masked out of every sum, quantile and fit.
+Everything that touches the pixels is one compiled pass per candidate over its
+clips (:mod:`._clip_kernels`), run over blocks of candidates in threads; what
+follows it is array code over ``(candidate, frame)``. Missing events
+(``event_frame == -1``) are left out of every sum, quantile and fit.
 
 Choices that differ from ActSort, and why
 -----------------------------------------
@@ -43,13 +44,20 @@ Choices that differ from ActSort, and why
 from __future__ import annotations
 
 import numpy as np
-import scipy.ndimage
 from scipy.special import ndtr
 
 from .._validation import InputError
+from ._clip_kernels import B1, B2, EPS, PROJ, SB, T_OUT, clip_statistics
+from ._parallel import map_blocks
 from .registry import FEATURE_NAMES, FEATURES
 
-__all__ = ["SPATIOTEMPORAL_NAMES", "masked_quantiles", "spatiotemporal_features", "trace_snippets"]
+__all__ = [
+    "SPATIOTEMPORAL_NAMES",
+    "block_features",
+    "masked_quantiles",
+    "spatiotemporal_features",
+    "trace_snippets",
+]
 
 SPATIOTEMPORAL_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.group == "spatiotemporal")
 assert len(SPATIOTEMPORAL_NAMES) == 30 and SPATIOTEMPORAL_NAMES == FEATURE_NAMES[46:]
@@ -141,11 +149,6 @@ def trace_snippets(traces: np.ndarray, event_frame: np.ndarray, n_frames: int = 
     return out
 
 
-def _proj(B: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``(n, K, P) · (n, P) -> (n, K)`` as a batched BLAS product, returned as float64."""
-    return np.matmul(B, v.astype(np.float32)[:, :, None])[..., 0].astype(np.float64)
-
-
 def _noise_from_diffs(x: np.ndarray, valid_events: np.ndarray) -> np.ndarray:
     """Robust white-noise σ from within-clip frame differences: ``median|Δx| / (0.6745·√2)``.
 
@@ -162,94 +165,106 @@ def _noise_from_diffs(x: np.ndarray, valid_events: np.ndarray) -> np.ndarray:
     return out / (_MAD * np.sqrt(2))
 
 
-def _block(a: np.ndarray, clips: np.ndarray, tr: np.ndarray, ev: np.ndarray, trace_noise) -> np.ndarray:
-    n, n_e, n_f = clips.shape[:3]
+def _gaussian_matrix(size: int, sigma: float) -> np.ndarray:
+    """``(size, size)`` matrix of :func:`scipy.ndimage.gaussian_filter1d` (``mode="constant"``, ``truncate=4``).
+
+    The neighbourhoods of a footprint are its blur ``G_y · S · G_xᵀ`` (computed in the compiled pass).
+    """
+    radius = int(4.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    w = np.exp(-0.5 / sigma**2 * x**2)
+    w /= w.sum()
+    d = np.arange(size)[None, :] - np.arange(size)[:, None]  # column - row
+    return np.where(np.abs(d) <= radius, w[np.clip(d + radius, 0, 2 * radius)], 0.0)
+
+
+def block_features(a, q, scale, offset, tr, ev, trace_noise=None) -> np.ndarray:
+    """Features 47–76 of a block of candidates from (possibly quantised) clips.
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        ``(n, cy, cx)`` crop footprints (negative or non-finite weights count as 0).
+    q : numpy.ndarray
+        ``(n, E, F, cy, cx)`` uint8 or float32 clips, valued ``float32(q) * scale + offset``
+        (finite where the event exists).
+    scale, offset : numpy.ndarray
+        ``(n,)`` float32.
+    tr : numpy.ndarray
+        ``(n, E, F)`` finite trace snippets.
+    ev : numpy.ndarray
+        ``(n, E)`` event frames, ``-1`` for missing events.
+    trace_noise : numpy.ndarray, optional
+        ``(n,)`` noise σ of each trace (default: from the snippets' frame differences).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 30)`` float64, finite.
+
+    Notes
+    -----
+    An event whose clip or snippet is not finite (or whose candidate's ``scale`` or
+    ``offset`` is not) is treated as missing.
+    """
+    n, n_e, n_f = q.shape[:3]
+    tr = np.asarray(tr, np.float64)
+    scale = np.asarray(scale, np.float32)
+    offset = np.asarray(offset, np.float32)
+    bad = ~np.isfinite(tr).all(axis=2) | ~(np.isfinite(scale) & np.isfinite(offset))[:, None]
+    if q.dtype.kind == "f":
+        bad |= ~np.isfinite(q).all(axis=(2, 3, 4))
+    if bad.any():
+        ev = np.where(bad, -1, ev)
+        tr = np.where(bad[:, :, None], 0.0, tr)
     cy, cx = a.shape[1:]
     n_p = cy * cx
     valid_e = ev >= 0
     w = np.repeat(valid_e, n_f, axis=1).astype(np.float64)  # (n, K) frame validity
+    wv = w > 0
     has_event = valid_e.any(axis=1)
     ne = np.maximum(valid_e.sum(axis=1), 1)
 
-    # footprint: non-negative, peak-normalised
-    a = np.maximum(np.asarray(a, np.float64).reshape(n, n_p), 0.0)
-    peak = a.max(axis=1)
-    ok_fp = peak > 0
-    a = a / np.where(ok_fp, peak, 1.0)[:, None]
-    a2 = (a**2).sum(axis=1)
-    a_norm = np.sqrt(a2)
-
-    # baseline-corrected clips (n, E, F, P) and snippets (n, E, F)
-    B = np.asarray(clips, np.float32).reshape(n, n_e, n_f, n_p)
-    vb = valid_e[:, :, None].astype(np.float32)
-    base = (B[:, :, :BASELINE_FRAMES].mean(axis=2) * vb).sum(axis=1) / ne[:, None]
-    B = B - base[:, None, None, :].astype(np.float32)
-    B[~valid_e] = 0.0
-    t = np.asarray(tr, np.float64).reshape(n, n_e, n_f)
+    # baseline-corrected snippets (n, K)
+    t = tr.reshape(n, n_e, n_f)
     t = t - ((t[:, :, :BASELINE_FRAMES].mean(axis=2) * valid_e).sum(axis=1) / ne)[:, None, None]
     t[~valid_e] = 0.0
-    b_range = np.abs(B).reshape(n, -1).max(axis=1)
     sigma_t = _noise_from_diffs(t, valid_e) if trace_noise is None else np.asarray(trace_noise, np.float64)
-    B = B.reshape(n, n_e * n_f, n_p)
     t = t.reshape(n, n_e * n_f)
-    af = a.astype(np.float32)
+    t_zm = np.maximum(t - (T_NOISE_MULTIPLE * sigma_t)[:, None], 0.0) * w  # weights of the trace-projected map
 
+    frames = np.empty((n, 6, n_e * n_f))
+    scalars = np.empty((n, 5))
+    params = np.array(
+        [KAPPA, COUNT_KAPPA, CORE_LEVEL, S_MASK_LEVEL, 1.0 - ndtr(COUNT_KAPPA), _MAD, EPS_ITERATIONS, BASELINE_FRAMES]
+    )
+    clip_statistics(
+        np.ascontiguousarray(q).reshape(n, n_e, n_f, n_p),
+        scale,
+        offset,
+        valid_e,
+        np.ascontiguousarray(a, np.float64).reshape(n, n_p),
+        t_zm,
+        (_gaussian_matrix(cy, NEAR_SIGMA), _gaussian_matrix(cx, NEAR_SIGMA)),
+        (_gaussian_matrix(cy, FAR_SIGMA), _gaussian_matrix(cx, FAR_SIGMA)),
+        params,
+        frames,
+        scalars,
+    )
+    a_norm, s_cn, n_sup = scalars[:, 2], scalars[:, 3], scalars[:, 4]
+    ok_fp = n_sup > 0
+    proj, eps, t_out, sb, b1, b2 = (frames[:, r] for r in (PROJ, EPS, T_OUT, SB, B1, B2))
     out = np.zeros((n, 30))
 
     # --- 47-50: ε, the per-frame fraction of core pixels with unexplained positive activity
-    proj = _proj(B, af)  # <a, B_k>
-    x = np.maximum(proj / np.where(a2 > 0, a2, 1.0)[:, None], 0.0)
-    # noise σ: the normalised MAD of the least-squares residuals over every pixel of
-    # the valid frames (robust to the contaminated minority), floored at 1e-4 of the
-    # clips' range so a noiseless clip's rounding residuals are not "outliers"
-    step = max(1, (n_f * n_p) // 1024)  # a strided sample of ≥ 1024 values per event is plenty
-    res = np.abs(B - x.astype(np.float32)[:, :, None] * af[:, None, :]).reshape(n, n_e, -1)[:, :, ::step]
-    sigma_b = np.zeros(n)
-    full = valid_e.all(axis=1)
-    if full.any():
-        sigma_b[full] = np.median(res[full].reshape(int(full.sum()), -1), axis=1)
-    for i in np.flatnonzero(~full & has_event):  # few candidates miss events
-        sigma_b[i] = np.median(res[i][valid_e[i]])
-    del res
-    sigma_b = np.maximum(sigma_b / _MAD, 1e-4 * b_range)
-    kap = (KAPPA * sigma_b).astype(np.float32)[:, None, None]
-    for _ in range(EPS_ITERATIONS):
-        outl = (B - x.astype(np.float32)[:, :, None] * af[:, None, :]) > kap
-        inl = ~outl
-        num = _proj(np.where(inl, B, kap), af)
-        den = _proj(inl.astype(np.float32), af**2)
-        x = np.maximum(num / np.where(den > 0, den, 1.0), 0.0)
-        x = np.where(den > 0, x, 0.0)
-    outl = (B - x.astype(np.float32)[:, :, None] * af[:, None, :]) > kap * np.float32(COUNT_KAPPA / KAPPA)
-    core = (a > CORE_LEVEL).astype(np.float32)
-    frac = _proj(outl.astype(np.float32), core) / np.maximum(core.sum(axis=1), 1)[:, None]
-    q = 1.0 - ndtr(COUNT_KAPPA)
-    eps = np.clip((frac - q) / (1.0 - q), 0.0, 1.0)
-    wv = w > 0
-    eq = masked_quantiles(eps, wv, (0.0, 0.1, 0.2))
     out[:, 0] = (eps * w).sum(axis=1) / np.maximum(w.sum(axis=1), 1)
-    out[:, 1:4] = eq
+    out[:, 1:4] = masked_quantiles(eps, wv, (0.0, 0.1, 0.2))
 
     # --- 51: corr_score
-    t_zm = np.maximum(t - (T_NOISE_MULTIPLE * sigma_t)[:, None], 0.0) * w
-    pre = np.matmul(t_zm.astype(np.float32)[:, None, :], B)[:, 0].astype(np.float64)  # trace-projected map
-    img = a.reshape(n, cy, cx)
-    near = scipy.ndimage.gaussian_filter(img, (0, NEAR_SIGMA, NEAR_SIGMA), mode="constant").reshape(n, n_p)
-    far = scipy.ndimage.gaussian_filter(img, (0, FAR_SIGMA, FAR_SIGMA), mode="constant").reshape(n, n_p)
-    near_mask = near > S_MASK_LEVEL * near.max(axis=1, keepdims=True)
-    far_mask = far > S_MASK_LEVEL * far.max(axis=1, keepdims=True)
-    s_corr = pre * near_mask
-    nc = np.sqrt((s_corr**2).sum(axis=1))
-    den = nc * a_norm
-    out[:, 4] = np.where(den > 0, (s_corr * a).sum(axis=1) / np.where(den > 0, den, 1.0), 0.0)
+    out[:, 4] = scalars[:, 0]
 
     # --- 52-66: residual ratios per event
-    sur = np.maximum(pre * far_mask, 0.0)
-    sur[a > S_MASK_LEVEL] = 0.0
-    smax = sur.max(axis=1)
-    sur = sur / np.where(smax > 0, smax, 1.0)[:, None]
-    s_norm = np.sqrt((sur**2).sum(axis=1))
-    t_out = _proj(B, sur)
+    s_norm = scalars[:, 1]
     t_in_fluo = np.maximum(proj / np.where(a_norm > 0, a_norm, 1.0)[:, None], 0.0)
     t_out_fluo = np.maximum(t_out / np.where(s_norm > 0, s_norm, 1.0)[:, None], 0.0)
     t_in_scaled = t_in_fluo / np.where(a_norm > 0, a_norm, 1.0)[:, None]  # × max(a) = 1
@@ -276,14 +291,6 @@ def _block(a: np.ndarray, clips: np.ndarray, tr: np.ndarray, ev: np.ndarray, tra
         out[:, 5 + 5 * j : 10 + 5 * j] = masked_quantiles(s, ev_ok, RESIDUAL_QUANTILES)
 
     # --- 67-76: TQM, event-weighted footprint-frame Pearson correlation
-    sup = (a > 0).astype(np.float32)
-    n_sup = sup.sum(axis=1)
-    s_mean = (a * sup).sum(axis=1) / np.maximum(n_sup, 1)
-    s_c = (a - s_mean[:, None]) * sup
-    s_cn = np.sqrt((s_c**2).sum(axis=1))
-    sb = _proj(B, s_c)
-    b1 = _proj(B, sup)
-    b2 = _proj(np.square(B), sup)
     bvar = np.maximum(b2 - b1**2 / np.maximum(n_sup, 1)[:, None], 0.0)
     dd = s_cn[:, None] * np.sqrt(bvar)
     c = np.where(dd > 1e-12 * np.maximum(b2, 1e-300), sb / np.where(dd > 0, dd, 1.0), 0.0)
@@ -297,7 +304,7 @@ def _block(a: np.ndarray, clips: np.ndarray, tr: np.ndarray, ev: np.ndarray, tra
         out[:, 20 + j] = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
 
     out[~(has_event & ok_fp)] = 0.0
-    return out
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def spatiotemporal_features(
@@ -308,6 +315,7 @@ def spatiotemporal_features(
     *,
     trace_noise=None,
     block: int | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Features 47–76 of every candidate from its event snapshots, in registry order.
 
@@ -328,7 +336,9 @@ def spatiotemporal_features(
         :func:`actsort_nb.features.temporal.noise_level` of the full traces, which
         is better than the default estimate from the snippets' frame differences).
     block : int, optional
-        Candidates per block (default: about 16 M clip values per block).
+        Candidates per block (default: about 4 M clip values per block).
+    workers : int, optional
+        Threads over blocks of candidates (default: up to 2).
 
     Returns
     -------
@@ -364,19 +374,15 @@ def spatiotemporal_features(
     if ev.shape != (n, n_e):
         raise InputError(f"event_frame must be (candidate, event) = {(n, n_e)}, got {ev.shape}.")
     if block is None:
-        block = max(1, int(2**24 // max(1, n_e * n_f * cy * cx)))
-    out = np.zeros((n, 30), np.float32)
-    for s in range(0, n, block):
-        sl = slice(s, s + block)
+        block = max(1, int(2**22 // max(1, n_e * n_f * cy * cx)))
+    noise = None if trace_noise is None else np.asarray(trace_noise, np.float64)
+
+    def run(sl: slice) -> np.ndarray:
         c = np.asarray(clips[sl], np.float32)
-        tr = np.asarray(trace_snippets[sl], np.float64)
-        e = ev[sl]
-        bad = ~np.isfinite(c).all(axis=(2, 3, 4)) | ~np.isfinite(tr).all(axis=2)
-        if bad.any():  # a non-finite clip is treated as a missing event
-            e = np.where(bad, -1, e)
-            c = np.where(bad[:, :, None, None, None], 0.0, c)
-            tr = np.where(bad[:, :, None], 0.0, tr)
-        tn = None if trace_noise is None else np.asarray(trace_noise, np.float64)[sl]
-        res = _block(np.nan_to_num(a[sl].astype(np.float64)), c, tr, e, tn)
-        out[sl] = np.nan_to_num(res, nan=0.0, posinf=0.0, neginf=0.0)
-    return out
+        m = c.shape[0]
+        ones, zeros = np.ones(m, np.float32), np.zeros(m, np.float32)
+        tn = None if noise is None else noise[sl]
+        return block_features(np.asarray(a[sl], np.float64), c, ones, zeros, trace_snippets[sl], ev[sl], tn)
+
+    parts = map_blocks(run, n, block, workers)
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 30), np.float32)

@@ -1,8 +1,9 @@
 """Temporal features 1–36: what a candidate's trace alone says about it.
 
-All functions take traces ``(candidate, time)`` and are vectorised across
-candidates; only the peak finding (:func:`scipy.signal.find_peaks` and friends,
-which work on one 1-D signal) loops over traces, never over the movie.
+All functions take traces ``(candidate, time)``. The spectra are batched FFTs;
+everything else is one compiled pass per trace (:mod:`._trace_kernels`, with
+:mod:`scipy.signal`'s peak finding ported to :mod:`._peaks`) over blocks of traces
+run in threads; feature 35 compares traces pairwise (:mod:`._similarity`).
 
 The normalised trace
 --------------------
@@ -26,8 +27,8 @@ standard deviation of white noise that is blind to slow calcium transients.
 (ActSort's ``get_trace_noise`` takes a geometric mean of Welch estimates, which
 is biased low by a constant factor.)
 
-Departures from ActSort, all documented where they are computed
-----------------------------------------------------------------
+Departures from ActSort (each stated with its feature in :func:`._trace_kernels.trace_features`)
+-----------------------------------------------------------------------------------------------
 * SNR (1) and the corruption (2) use the baseline-subtracted trace.
 * One definition of a "good" peak (prominence ≥ max(0.5·q90(Tn), 0.1)) for
   features 3 and 5–11; ActSort uses three differently normalised traces.
@@ -45,10 +46,12 @@ Departures from ActSort, all documented where they are computed
 from __future__ import annotations
 
 import numpy as np
-import scipy.ndimage
-import scipy.signal
+import scipy.fft
 
 from .._validation import InputError, check_ndim, check_numeric
+from ._parallel import map_blocks
+from ._similarity import bound_dims, count_correlated, slow_part
+from ._trace_kernels import spectrum_sums, trace_features
 from .registry import FEATURE_NAMES, FEATURES
 
 __all__ = [
@@ -74,8 +77,8 @@ NOISE_FLOOR = 1e-4
 #: Local maxima with a prominence below this fraction of the trace amplitude are not
 #: peaks: they are numerical dust that storage (e.g. the sort set's 16-bit traces) moves.
 PEAK_MIN_PROMINENCE = 1e-3
-#: Smoothing kernel applied (after a 3-frame median) before counting events (ActSort's).
-_EVENT_KERNEL = np.array([0.1, 0.4, 1.0, 0.4, 0.1]) / 2.0
+#: Traces per block of the compiled pass (a few MB of float64 per block).
+BLOCK = 256
 
 assert len(TEMPORAL_NAMES) == 36 and TEMPORAL_NAMES == FEATURE_NAMES[:36]
 
@@ -141,15 +144,43 @@ def noise_level(traces: np.ndarray) -> np.ndarray:
     >>> float(np.round(noise_level(2.0 * rng.standard_normal((1, 20000)))[0], 1))
     2.0
     """
-    x = np.asarray(traces, dtype=np.float64)
-    n_t = x.shape[1]
-    spec = np.fft.rfft(x, axis=1)
+    x = np.asarray(traces)
+    sigma = np.empty(x.shape[0])
+    for s in range(0, x.shape[0], BLOCK):
+        sigma[s : s + BLOCK] = _spectrum(x[s : s + BLOCK])[0]
+    return sigma
+
+
+def _bins(n_t: int) -> tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray]:
+    """rfft bin ranges: the noise bins (0.25–0.5 cycles/frame) and each band of :data:`BANDS` without DC.
+
+    Returns ``(noise_lo, noise_hi)``, ``band_lo``, ``band_hi`` and whether each band holds the DC bin.
+    """
     f = np.fft.rfftfreq(n_t)
     sel = (f >= 0.25) & (f <= 0.5)
     if not sel.any():  # very short traces
         sel = f > 0
-    power = spec[:, sel].real ** 2 + spec[:, sel].imag ** 2
-    return np.sqrt(power.mean(axis=1) / n_t)
+    k = np.flatnonzero(sel)
+    fn = f * 2.0  # fraction of Nyquist
+    lo, hi, dc = [], [], []
+    for b_lo, b_hi in BANDS:
+        kb = np.flatnonzero((fn >= b_lo) & ((fn < b_hi) | (b_hi >= 1)))
+        kb_ac = kb[kb > 0]
+        lo.append(kb_ac[0] if kb_ac.size else 1)
+        hi.append(kb_ac[-1] + 1 if kb_ac.size else 1)
+        dc.append(bool(kb.size and kb[0] == 0))
+    return (int(k[0]), int(k[-1]) + 1), np.array(lo, np.int64), np.array(hi, np.int64), np.array(dc)
+
+
+def _spectrum(xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(σ̂, ac)`` of a block of traces from one float64 rfft (see :func:`._trace_kernels.spectrum_sums`)."""
+    n_t = xb.shape[1]
+    spec = scipy.fft.rfft(np.asarray(xb, np.float64), axis=1)
+    (n_lo, n_hi), b_lo, b_hi, _ = _bins(n_t)
+    sigma = np.empty(xb.shape[0])
+    ac = np.empty((xb.shape[0], len(BANDS) + 1))
+    spectrum_sums(spec, n_t, n_lo, n_hi, b_lo, b_hi, sigma, ac)
+    return sigma, ac
 
 
 def normalise(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -186,160 +217,16 @@ def normalise(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tn, b, amp
 
 
-def _quantile_rows(x: np.ndarray, q: float) -> np.ndarray:
-    return np.quantile(x, q, axis=1)
-
-
-def _top_decile_std(x: np.ndarray) -> np.ndarray:
-    """Feature 4: std (ddof 1) of z-scored values at or above their 90th percentile."""
-    mu = x.mean(axis=1, keepdims=True)
-    sd = x.std(axis=1, ddof=1, keepdims=True)
-    z = np.where(sd > 0, (x - mu) / np.where(sd > 0, sd, 1.0), 0.0)
-    q = _quantile_rows(z, 0.9)[:, None]
-    m = z >= q
-    k = m.sum(axis=1)
-    s1 = np.where(m, z, 0.0).sum(axis=1)
-    mean = s1 / np.maximum(k, 1)
-    ss = np.where(m, (z - mean[:, None]) ** 2, 0.0).sum(axis=1)
-    return np.where(k > 1, np.sqrt(ss / np.maximum(k - 1, 1)), 0.0)
-
-
-def _temporal_corruption(tb: np.ndarray, tm: np.ndarray) -> np.ndarray:
-    """Feature 2 on baseline-subtracted traces; 0 where no frame is active."""
-    mx = tm.max(axis=1, keepdims=True)
-    valid = (tm > 0.3 * mx) & (mx > 0)
-    den = np.maximum(tm, tb)
-    ratio = np.abs(tb - tm) / np.where(valid, den, 1.0)
-    k = valid.sum(axis=1)
-    return np.where(k > 0, np.where(valid, ratio, 0.0).sum(axis=1) / np.maximum(k, 1), 0.0)
-
-
-def _spacing(peaks: np.ndarray, n_t: int) -> float:
-    """Mean spacing of peak positions; the trace length when fewer than two peaks."""
-    if peaks.size < 2:
-        return float(n_t)
-    return float(peaks[-1] - peaks[0]) / (peaks.size - 1)
-
-
-def _std(w: np.ndarray) -> float:
-    k = w.size
-    if k < 2:
-        return 0.0
-    d = w - w.sum() / k
-    return float(np.sqrt(np.dot(d, d) / (k - 1)))
-
-
-def _peak_features(tn: np.ndarray, tmm: np.ndarray) -> np.ndarray:
-    """Features 3, 5–11 for each row; one ``find_peaks`` call per trace.
-
-    Peaks are the local maxima of the normalised trace with a prominence of at least
-    ``PEAK_MIN_PROMINENCE`` (ActSort counts every local maximum, however tiny, so
-    its counts change when a trace is stored at lower precision). A peak is *good* when its
-    prominence (in units of the trace amplitude) is at least
-    ``max(0.5 * q90(Tn), 0.1)`` (ActSort's rule for feature 3); ActSort uses three
-    differently normalised traces, hence three different "good" sets, for
-    features 3, 5–7 and 8–11 — here one definition serves all of them. Widths
-    are ActSort's "half height" widths on the min-max scaled trace ``tmm``
-    (reference level: the trace minimum), bounded by the peak's prominence bases.
-    """
-    n, n_t = tn.shape
-    out = np.zeros((n, 8))
-    q90 = _quantile_rows(tn, 0.9)
-    for i in range(n):
-        x = tn[i]
-        peaks, props = scipy.signal.find_peaks(x, prominence=PEAK_MIN_PROMINENCE)
-        if peaks.size == 0:
-            out[i] = (0, n_t, n_t, n_t, 0, 0, 0, 0)
-            continue
-        prom, lb, rb = props["prominences"], props["left_bases"], props["right_bases"]
-        good = prom >= max(0.5 * q90[i], 0.1)
-        h = tmm[i]
-        w = scipy.signal.peak_widths(h, peaks, rel_height=0.5, prominence_data=(h[peaks], lb, rb))[0]
-        wg = w[good]
-        out[i] = (
-            peaks.size - good.sum(),
-            _spacing(peaks[good], n_t),
-            _spacing(peaks[~good], n_t),
-            _spacing(peaks, n_t),
-            w.sum(),
-            wg.sum(),
-            _std(w),
-            _std(wg),
-        )
-    return out
-
-
-def _event_metrics(tn: np.ndarray, sigma_n: np.ndarray) -> np.ndarray:
-    """Features 12–29: for each scale s, threshold ``s·σ̂`` on the normalised trace.
-
-    ActSort compares the *normalised* trace ``T/max(T)`` with the *raw* noise σ̂
-    (a unit error that makes the thresholds depend on the trace's scale) and
-    counts events with a second, max-relative threshold. Here the threshold is
-    ``s · σ̂ / amplitude`` on ``Tn``, i.e. ``T − b ≥ s·σ̂`` in the trace's own
-    units, and an event is an upward crossing of that threshold by the smoothed
-    trace (3-frame median, then ActSort's [.1 .4 1 .4 .1] kernel).
-    """
-    n = tn.shape[0]
-    sq = tn**2
-    total = sq.sum(axis=1)
-    smooth = medfilt3(tn)
-    smooth = scipy.ndimage.convolve1d(smooth, _EVENT_KERNEL, axis=1, mode="nearest")
-    out = np.zeros((n, 3 * len(EVENT_SCALES)))
-    for j, s in enumerate(EVENT_SCALES):
-        thr = (s * sigma_n)[:, None]
-        above = tn >= thr
-        out[:, 3 * j] = np.where(total > 0, np.where(above, sq, 0.0).sum(axis=1) / np.where(total > 0, total, 1), 0)
-        out[:, 3 * j + 1] = above.mean(axis=1)
-        sa = smooth >= thr
-        out[:, 3 * j + 2] = sa[:, 0] + (sa[:, 1:] & ~sa[:, :-1]).sum(axis=1)
-    return out
-
-
-def _band_power(tb: np.ndarray) -> np.ndarray:
-    """Features 30–34: fraction of (one-sided, Parseval-weighted) power per band.
-
-    Frequencies are fractions of the Nyquist frequency; bands are half-open
-    ``[lo, hi)`` except that ``hi = 1`` includes the Nyquist bin, so
-    ``[0, .5) + [.5, 1] = 1``. The baseline-subtracted trace is used, so an offset
-    does not put all the power at DC (ActSort uses the raw trace).
-    """
-    n_t = tb.shape[1]
-    spec = np.fft.rfft(tb, axis=1)
-    p = spec.real**2 + spec.imag**2
-    wgt = np.full(p.shape[1], 2.0)
-    wgt[0] = 1.0
-    if n_t % 2 == 0:
-        wgt[-1] = 1.0
-    p *= wgt
-    f = np.fft.rfftfreq(n_t) * 2.0  # fraction of Nyquist
-    total = p.sum(axis=1)
-    out = np.zeros((tb.shape[0], len(BANDS)))
-    for j, (lo, hi) in enumerate(BANDS):
-        sel = (f >= lo) & ((f < hi) | (hi >= 1))
-        out[:, j] = np.where(total > 0, p[:, sel].sum(axis=1) / np.where(total > 0, total, 1), 0.0)
-    return out
-
-
-def _zscore_unit(tm: np.ndarray) -> np.ndarray:
-    """Rows z-scored (ddof 0) and divided by sqrt(n_t): unit norm, or 0 if flat."""
-    mu = tm.mean(axis=1, keepdims=True)
-    sd = tm.std(axis=1, keepdims=True)
-    ok = sd > 8 * np.finfo(np.float32).eps * np.maximum(np.abs(mu), np.finfo(np.float32).tiny)
-    return np.where(ok, (tm - mu) / np.where(ok, sd, 1.0), 0.0) / np.sqrt(tm.shape[1])
-
-
-def _spike_fluorescence(z: np.ndarray) -> np.ndarray:
-    """Feature 36: sum of the unit-norm z-scored smoothed trace at or above its 99th percentile."""
-    q = _quantile_rows(z, 0.99)[:, None]
-    return np.where(z >= q, z, 0.0).sum(axis=1)
-
-
-def trace_similarity(traces, *, threshold: float = SIMILARITY_THRESHOLD, block: int = 2048) -> np.ndarray:
+def trace_similarity(
+    traces, *, threshold: float = SIMILARITY_THRESHOLD, block: int = 512, workers: int | None = None
+) -> np.ndarray:
     """Feature 35: fraction of *other* candidates whose smoothed trace correlates > ``threshold``.
 
-    Traces are median-filtered (3 frames), z-scored and correlated in blocks
-    (float32 matrix products over the upper triangle only), so memory stays
-    ``O(block · n)`` and never ``n × n``.
+    Traces are median-filtered (3 frames) and z-scored; a pair's Pearson correlation
+    is the dot product of the (float32) unit rows, computed only for the pairs that
+    cheap exact bounds cannot place on one side of the threshold
+    (:mod:`._similarity`). Memory stays ``O(block · n)`` plus the unit rows of the
+    undecided pairs' candidates (at most as large as the traces in float32), never ``n × n``.
 
     Parameters
     ----------
@@ -349,6 +236,8 @@ def trace_similarity(traces, *, threshold: float = SIMILARITY_THRESHOLD, block: 
         Correlation threshold (ActSort: 0.7).
     block : int
         Candidates per block.
+    workers : int, optional
+        Threads (default: up to 2).
 
     Returns
     -------
@@ -362,27 +251,45 @@ def trace_similarity(traces, *, threshold: float = SIMILARITY_THRESHOLD, block: 
     [0.3333333333333333, 0.0, 0.0, 0.3333333333333333]
     """
     x = _as_traces(traces)
+    if block < 1:
+        raise InputError(f"block must be a positive number of candidates, got {block}.")
     n = x.shape[0]
-    counts = np.zeros(n, np.int64)
     if n < 2:
         return np.zeros(n)
-    z = np.empty(x.shape, np.float32)
-    for s in range(0, n, block):
-        xb = np.asarray(x[s : s + block], np.float64)
-        z[s : s + block] = _zscore_unit(medfilt3(xb))
-    for s in range(0, n, block):
-        e = min(n, s + block)
-        c = z[s:e] @ z[s:].T  # rows s..e against columns s..n
-        hit = c > threshold
-        # the diagonal block: drop self-pairs, count each pair once per side
-        d = np.arange(e - s)
-        hit[d, d] = False
-        counts[s:e] += hit.sum(axis=1)
-        counts[e:] += hit[:, e - s :].sum(axis=0)
-    return counts / (n - 1)
+    return count_correlated(x, threshold, block, workers) / (n - 1)
 
 
-def temporal_features(traces, *, block: int = 2048, similarity: bool = True) -> np.ndarray:
+def _temporal_block(xb: np.ndarray, similarity: bool):
+    """Features (35 left 0), noise σ̂ and (for feature 35) the bounds of a block of traces."""
+    xb = np.asarray(xb, np.float64)  # one compiled version of the kernels, and the FFT wants float64
+    sigma, ac = _spectrum(xb)
+    out = np.zeros((xb.shape[0], 36))
+    unit = np.empty(xb.shape)
+    has_dc = _bins(xb.shape[1])[3]
+    scales = np.array(EVENT_SCALES, np.float64)
+    trace_features(xb, sigma, ac, has_dc, scales, NOISE_FLOOR, PEAK_MIN_PROMINENCE, out, unit)
+    d = bound_dims(xb.shape[1])
+    return out, sigma, slow_part(unit, d) if similarity and d else None
+
+
+def temporal_and_noise(x: np.ndarray, *, block: int = BLOCK, similarity: bool = True, workers: int | None = None):
+    """Features 1–36 and the noise σ̂ of each trace (which :func:`noise_level` would compute again).
+
+    ``x`` is a checked ``(candidate, time)`` array (see :func:`temporal_features`).
+    """
+    n = x.shape[0]
+    parts = map_blocks(lambda sl: _temporal_block(x[sl], similarity), n, block, workers)
+    out = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 36))
+    sigma = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+    if similarity and n > 1:
+        bounds = None
+        if parts[0][2] is not None:
+            bounds = (np.concatenate([p[2][0] for p in parts]), np.concatenate([p[2][1] for p in parts]))
+        out[:, 34] = count_correlated(x, SIMILARITY_THRESHOLD, workers=workers, bounds=bounds) / (n - 1)
+    return out.astype(np.float32), sigma
+
+
+def temporal_features(traces, *, block: int = BLOCK, similarity: bool = True, workers: int | None = None) -> np.ndarray:
     """Features 1–36 of every trace, in registry order.
 
     Parameters
@@ -390,10 +297,12 @@ def temporal_features(traces, *, block: int = 2048, similarity: bool = True) -> 
     traces : array-like
         ``(candidate, time)`` float traces (finite).
     block : int
-        Candidates processed at a time (bounds memory).
+        Traces per block of the compiled pass (bounds memory).
     similarity : bool
         Compute feature 35 (``trace_similarity``), the only one that compares
         candidates with each other; if False it is 0.
+    workers : int, optional
+        Threads over blocks of traces (default: up to 2).
 
     Returns
     -------
@@ -416,32 +325,6 @@ def temporal_features(traces, *, block: int = 2048, similarity: bool = True) -> 
     ((2, 36), dtype('float32'), True)
     """
     x = _as_traces(traces)
-    n = x.shape[0]
-    out = np.zeros((n, 36), np.float32)
-    for s in range(0, n, block):
-        xb = np.asarray(x[s : s + block], np.float64)
-        tn, b, amp = normalise(xb)
-        tb = xb - b[:, None]
-        tm = medfilt3(tb)
-        sigma = noise_level(xb)
-        sigma = np.maximum(sigma, NOISE_FLOOR * amp)
-        sigma_n = np.where(amp > 0, sigma / np.where(amp > 0, amp, 1.0), 1.0)
-        mn = xb.min(axis=1, keepdims=True)
-        rng = xb.max(axis=1, keepdims=True) - mn
-        tmm = np.where(rng > 0, (xb - mn) / np.where(rng > 0, rng, 1.0), 0.0)
-        flat = amp <= 0
-
-        o = np.zeros((xb.shape[0], 36))
-        o[:, 0] = np.where(flat, 0.0, tm.max(axis=1) / (np.sqrt(2.0) * np.where(sigma > 0, sigma, 1.0)))
-        o[:, 1] = _temporal_corruption(tb, tm)
-        pk = _peak_features(tn, tmm)
-        o[:, 2] = pk[:, 0]
-        o[:, 3] = _top_decile_std(xb)
-        o[:, 4:11] = pk[:, 1:]
-        o[:, 11:29] = _event_metrics(tn, sigma_n)
-        o[:, 29:34] = _band_power(tb)
-        o[:, 35] = _spike_fluorescence(_zscore_unit(medfilt3(xb)))
-        out[s : s + block] = o
-    if similarity:
-        out[:, 34] = trace_similarity(x, block=block)
-    return out
+    if block < 1:
+        raise InputError(f"block must be a positive number of candidates, got {block}.")
+    return temporal_and_noise(x, block=block, similarity=similarity, workers=workers)[0]
