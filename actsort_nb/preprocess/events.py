@@ -89,30 +89,25 @@ def top_events(
     source = _array_source(traces) if isinstance(traces, da.Array) else None
     source = traces if source is None else source
     block = max(1, int(2**23 // max(n_t, 1)))  # ~64 MB of float64 per block of candidates
-    for s in range(0, n, block):
-        x = np.asarray(source[s : s + block])
+    def find(x: np.ndarray, dest: np.ndarray) -> None:
         x = np.array(x, dtype=np.float64)  # our own float64 copy: one conversion pass, no second copy
         if not np.isfinite(x.sum(axis=1)).all() and not np.isfinite(x).all():  # the sum is a cheap first test
-            raise InputError(
-                "traces hold NaN/inf values; replace them (e.g. with 0) before pre-processing."
-            )
+            raise InputError("traces hold NaN/inf values; replace them (e.g. with 0) before pre-processing.")
         x[:, :edge] = 0
         x[:, max(edge, n_t - edge) :] = 0
         x -= np.minimum(0.0, x.min(axis=1, keepdims=True))  # shift non-negative
         prominence = np.maximum(x.std(axis=1), 1e-300)
-        # the compiled loop releases the GIL: two threads take one half of the rows each
-        rows = x.shape[0]
-        half = (rows + 1) // 2 if rows >= 64 and (os.cpu_count() or 1) > 1 else rows
-        parts = [(a, min(rows, a + half)) for a in range(0, rows, half)]
-        if len(parts) > 1:
-            def run(ab, x=x, prominence=prominence, s=s):
-                a, b = ab
-                top_events_block(x[a:b], prominence[a:b], min_distance, out[s + a : s + b])
+        top_events_block(x, prominence, min_distance, dest)
 
-            with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-                list(pool.map(run, parts))
-        else:
-            top_events_block(x, prominence, min_distance, out[s : s + rows])
+    # Two threads each take half of a block of rows: the compiled loop and numpy's
+    # reductions release the GIL, so the float64 copy and statistics run in parallel too.
+    two = (os.cpu_count() or 1) > 1
+    with ThreadPoolExecutor(max_workers=2 if two else 1) as pool:
+        for s in range(0, n, block):
+            x = np.asarray(source[s : s + block])
+            rows = x.shape[0]
+            half = (rows + 1) // 2 if rows >= 64 and two else rows
+            list(pool.map(lambda a: find(x[a : a + half], out[s + a : s + a + half]), range(0, rows, half)))
     return out
 
 
