@@ -95,6 +95,38 @@ def test_self_training_uses_the_pool_and_keeps_the_prior_fit_otherwise():
     assert not np.allclose(st, plain)
 
 
+def test_noise_targets_soften_only_labels_the_model_doubts():
+    y = np.array([1, 1, 0, 0])
+    p = np.array([0.95, 0.2, 0.05, 0.8])
+    t = C.noise_targets(y, p, 0.2)
+    assert np.all((t >= 0) & (t <= 1))
+    assert t[0] > 0.98 and t[2] < 0.02  # agreed labels stay (almost) hard
+    assert 0.3 < t[1] < 0.9 and 0.1 < t[3] < 0.7  # doubted labels are softened
+    np.testing.assert_allclose(t[1], 1 - t[3])  # symmetric in the two classes
+    np.testing.assert_array_equal(C.noise_targets(y, p, 0.0), y)
+    np.testing.assert_array_equal(y, [1, 1, 0, 0])  # human labels untouched
+
+
+def test_label_noise_limits_the_pull_of_a_contradicted_label():
+    rng = np.random.default_rng(0)
+    pool = np.r_[rng.normal(-2, 1, (300, 2)), rng.normal(2, 1, (300, 2))]
+    x = np.r_[rng.normal(-2, 1, (20, 2)), rng.normal(2, 1, (20, 2)), [[6.0, 6.0]]]
+    y = np.r_[np.zeros(20), np.ones(20), 0]  # the last label contradicts everything
+    clean = C.fit_model(x[:-1], y[:-1], pool, C=0.05, class_weight="balanced", pseudo_weight=1.0)
+    kw = {"C": 0.05, "class_weight": "balanced", "pseudo_weight": 1.0, "coef_init": clean}
+    plain = C.fit_model(x, y, pool, label_noise=0.0, **kw)
+    robust = C.fit_model(x, y, pool, label_noise=0.2, **kw)
+    assert np.linalg.norm(robust - clean) < 0.5 * np.linalg.norm(plain - clean)
+
+
+def test_presets_split_into_logistic_and_model_options():
+    for preset in C.CLASSIFIERS.values():
+        opts = C.logistic_options(preset)
+        assert set(opts) == {"penalty", "C", "class_weight"}
+        assert set(preset) - set(opts) == {"pseudo_weight", "label_noise"}
+    assert C.CLASSIFIERS["actsort"]["pseudo_weight"] == 0 == C.CLASSIFIERS["actsort"]["label_noise"]
+
+
 def test_predict_proba_is_one_matvec():
     x, y = _data()
     coef = C.fit_logistic(x, y)

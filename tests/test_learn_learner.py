@@ -87,7 +87,7 @@ def test_teach_retrains_once_per_call(monkeypatch):
     assert len(calls) == 1
 
 
-@pytest.mark.parametrize("strategy", ["dcal", "explore", "random"])
+@pytest.mark.parametrize("strategy", ["dcal", "explore", "explore-robust", "random"])
 def test_undo_restores_the_exact_previous_state(strategy):
     x, y = _blobs()
     learner = ActiveLearner(x, strategy=strategy, seed=4)
@@ -139,6 +139,22 @@ def test_cold_start_and_one_class_are_honest():
     assert learner.query() not in (0, 1, 2)
     learner.teach(3, 0)
     assert learner.fitted
+
+
+def test_explore_robust_cold_start_is_honest_and_records_novelty_queries():
+    x, y = _blobs()
+    learner = ActiveLearner(x, strategy="explore-robust", seed=0)
+    assert learner.classifier == "balanced-robust"
+    cells = np.flatnonzero(y == 1)[:4]
+    learner.teach(cells, 1)  # one class only: no model, the prior everywhere
+    assert not learner.fitted and np.ptp(learner.predict_proba()) == 0
+    i = learner.query()
+    assert learner.labels[i] == -1
+    learner.teach(i, y[i])
+    assert learner.history[-1].strategy == "explore-robust:explore-novel"
+    learner.undo()  # undo in the cold start restores the prior exactly
+    assert not learner.fitted and (learner.labels >= 0).sum() == 4
+    np.testing.assert_array_equal(learner.predict_proba(), np.full(len(x), 5 / 6))
 
 
 def test_threshold_strategy_and_weight_are_settable_and_checked():

@@ -119,6 +119,35 @@ def test_explore_prefers_uncertain_but_keeps_coverage():
     assert 0.6 < frac_uncertain < 0.9  # weights 1.5 vs ~0.5: ~3/4 uncertain, never all
 
 
+def test_novelty_weights_grow_with_distance_from_the_labelled_mean():
+    z = np.array([[0.0, 0.0], [2.0, 0.0], [1.0, 1.0], [4.0, 3.0]])
+    lab = np.array([True, True, False, False])
+    w = Q.novelty_weights(z, lab, np.array([2, 3]))
+    np.testing.assert_allclose(w, [1.0, 18.0], rtol=1e-5)  # centre (1, 0)
+    assert (Q.novelty_weights(z, lab, np.array([0, 1])) > 0).all()  # never zero
+
+
+def test_explore_robust_seeks_the_other_class_while_one_class_is_labelled():
+    rng = np.random.default_rng(0)
+    z = np.r_[rng.normal(0, 1, (900, 3)), rng.normal(6, 1, (100, 3))]  # rare, distinct class
+    labels = np.full(1000, -1)
+    labels[:5] = 1  # five labels, all of the common class: no model yet
+    st = _state(z, labels, np.full(1000, 6 / 7), fitted=False, clf="balanced-robust")
+    q = Q.query_explore_robust(st, 50, np.random.default_rng(1))
+    assert q.proposer == "explore-novel"
+    assert not set(q.indices.tolist()) & set(range(5))
+    assert (q.indices >= 900).mean() > 0.5  # random would give ~10 %
+    plain = Q.query_explore(st, 50, np.random.default_rng(1))  # explore: uniform here
+    assert plain.proposer == "explore-random" and (plain.indices >= 900).mean() < 0.3
+    # before any label: plain random; once fitted: the same rule as explore
+    st0 = _state(z, np.full(1000, -1), np.full(1000, 0.5), fitted=False, clf="balanced-robust")
+    assert Q.query_explore_robust(st0, 3, np.random.default_rng(1)).proposer == "explore-random"
+    st1 = _state(z, labels, np.linspace(0.01, 0.99, 1000), fitted=True, clf="balanced-robust")
+    a = Q.query_explore_robust(st1, 5, np.random.default_rng(1))
+    b = Q.query_explore(st1, 5, np.random.default_rng(1))
+    assert a.proposer == "explore" and a.indices.tolist() == b.indices.tolist()
+
+
 # ------------------------------------------------------------------- template
 @pytest.fixture(scope="module")
 def pool():

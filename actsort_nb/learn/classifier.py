@@ -4,21 +4,29 @@ Everything here is a pure function of arrays. The learner keeps the fitted
 coefficients (one vector ``coef`` of length ``f + 1``, intercept last) and calls
 :func:`predict_proba` over the whole pool: one matrix-vector product.
 
-Two presets are offered (:data:`CLASSIFIERS`):
+Three presets are offered (:data:`CLASSIFIERS`):
 
 ``"actsort"``
     ActSort's classifier: L1-regularised logistic regression with scikit-learn
     ``C = 1`` (MATLAB ``fitclinear`` with lambda = 1/n), no class weights. Fitted by
     scikit-learn's ``liblinear`` (as scikit-learn does, the intercept is penalised too).
 ``"balanced"``
-    Ours: class-balanced, strongly L2-regularised logistic regression (``C = 0.02``;
-    each class carries half of the total sample weight), plus one round of
-    self-training (:func:`fit_self_training`): the fitted model pseudo-labels a
-    fixed random sample of unlabelled candidates, weighted by its confidence, and
-    is refitted on both. Fitted by a small exact Newton solver warm-started from
-    the previous coefficients (1-3 Newton steps per click). On the ActSort
-    benchmark it is markedly better than the L1 model at 0.5-5 % labels (see
-    ``benchmarks/README.md``).
+    Ours (``explore``'s): class-balanced, strongly L2-regularised logistic
+    regression (``C = 0.02``; each class carries half of the total sample weight),
+    plus one round of self-training per click (:func:`fit_self_training`): the
+    previous model pseudo-labels a fixed random sample of unlabelled candidates,
+    weighted by its confidence, and the model is refitted on both
+    (``pseudo_weight = 1``: the pseudo-labels weigh at most as much as the human
+    labels). Fitted by a small exact Newton solver warm-started from the previous
+    coefficients (1-3 Newton steps per click). On the ActSort benchmark it is
+    markedly better than the L1 model at 0.5-5 % labels (see ``benchmarks/README.md``).
+``"balanced-robust"``
+    ``"balanced"`` with stronger self-training (``pseudo_weight = 3``) and the
+    human labels treated as noisy in the same fit (``label_noise = 0.2``, see
+    :func:`noise_targets`): a label the previous model finds very unlikely is
+    softened toward the model's view. Same cost per click. ``explore-robust``'s
+    classifier; better than ``"balanced"`` on the benchmark's tuning seeds at
+    0.5-1 % labels, not reliably at 2 % (``benchmarks/README.md``).
 
 Cold start: with no labels, or labels of one class only, nothing is fitted
 (``coef is None``) and the probability of every candidate is the prior
@@ -36,9 +44,16 @@ from .._validation import InputError
 
 #: Named classifier presets: keyword arguments for :func:`fit_logistic`.
 CLASSIFIERS: dict[str, dict] = {
-    "actsort": {"penalty": "l1", "C": 1.0, "class_weight": None, "pseudo_weight": 0.0},
-    "balanced": {"penalty": "l2", "C": 0.02, "class_weight": "balanced", "pseudo_weight": 1.0},
+    "actsort": {"penalty": "l1", "C": 1.0, "class_weight": None, "pseudo_weight": 0.0,
+                "label_noise": 0.0},
+    "balanced": {"penalty": "l2", "C": 0.02, "class_weight": "balanced", "pseudo_weight": 1.0,
+                 "label_noise": 0.0},
+    "balanced-robust": {"penalty": "l2", "C": 0.02, "class_weight": "balanced",
+                        "pseudo_weight": 3.0, "label_noise": 0.2},
 }
+
+#: Keys of a preset that :func:`fit_logistic` itself takes (the rest are :func:`fit_model`'s).
+LOGISTIC_KEYS = ("penalty", "C", "class_weight")
 
 _CONTROLLER = None
 
@@ -124,6 +139,62 @@ def prior_proba(labels: np.ndarray) -> float:
     n1 = int((labels == 1).sum())
     n0 = int((labels == 0).sum())
     return (n1 + 1.0) / (n1 + n0 + 2.0)
+
+
+def logistic_options(preset: dict) -> dict:
+    """The :func:`fit_logistic` options of a preset (no self-training, no noise model).
+
+    Used where a plain fit is wanted with a preset's penalty, e.g. DAL's
+    discriminator or the contradiction check of a transfer.
+
+    Examples
+    --------
+    >>> sorted(logistic_options(CLASSIFIERS["balanced"]))
+    ['C', 'class_weight', 'penalty']
+    """
+    return {k: preset[k] for k in LOGISTIC_KEYS if k in preset}
+
+
+def noise_targets(y: np.ndarray, p: np.ndarray, label_noise: float) -> np.ndarray:
+    """Soft training targets for labels flipped with probability ``label_noise``.
+
+    Symmetric label-noise model (one EM step): each observed label is wrong with
+    prior probability ``eps = label_noise``; given the model's P(cell) ``p``, the
+    posterior probability that label ``y`` was flipped is
+    ``r = eps q / (eps q + (1 - eps)(1 - q))`` with ``q`` the model's probability
+    of the *other* class. The target is ``1 - r`` for a cell label and ``r`` for a
+    not-cell label. Labels the model agrees with stay close to 0/1; labels it
+    finds unlikely are softened toward its view (with ``eps = 0.2``, a cell label
+    the model gives P(cell) = 0.1 becomes the target 0.31).
+
+    Parameters
+    ----------
+    y : ndarray of 0/1, shape (m,)
+        Human labels (never modified).
+    p : ndarray, shape (m,)
+        The current model's P(cell) of the same rows.
+    label_noise : float
+        Prior flip probability in [0, 0.5); 0 returns ``y`` unchanged.
+
+    Returns
+    -------
+    ndarray of float64, shape (m,)
+
+    Examples
+    --------
+    >>> noise_targets(np.array([1, 1, 0]), np.array([0.9, 0.1, 0.5]), 0.2).round(3).tolist()
+    [0.973, 0.308, 0.2]
+    >>> noise_targets(np.array([1, 0]), np.array([0.1, 0.9]), 0.0).tolist()
+    [1.0, 0.0]
+    """
+    y = np.asarray(y, dtype=np.float64)
+    eps = float(label_noise)
+    if eps <= 0.0:
+        return y.copy()
+    p = np.asarray(p, dtype=np.float64)
+    q = np.where(y == 1, 1.0 - p, p)  # model's probability of the other class
+    flipped = eps * q / (eps * q + (1.0 - eps) * (1.0 - q))
+    return np.where(y == 1, 1.0 - flipped, flipped)
 
 
 def can_fit(y: np.ndarray) -> bool:
@@ -252,6 +323,7 @@ def fit_model(
     C: float = 1.0,
     class_weight: str | None = None,
     pseudo_weight: float = 0.0,
+    label_noise: float = 0.0,
     coef_init: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fit a preset: :func:`fit_logistic`, then self-training on ``pool`` if ``pseudo_weight``.
@@ -262,9 +334,10 @@ def fit_model(
     model's confidence ``|2p - 1|``, class-balanced among the pseudo-labels, and
     scaled by ``pseudo_weight * len(y) / len(pool)``, so that all pseudo-labels
     together weigh at most ``pseudo_weight`` times the human labels. The model is
-    refitted on both (L2 only), warm-started. Human
-    labels are never changed; the pseudo-labels only shape the decision boundary
-    along the unlabelled data.
+    refitted on both (L2 only), warm-started. In that fit the human labels are
+    replaced by :func:`noise_targets` of the same model when ``label_noise > 0``.
+    Human labels are never changed; the pseudo-labels and soft targets only shape
+    the decision boundary.
 
     Examples
     --------
@@ -281,21 +354,39 @@ def fit_model(
     if coef_init is None:  # cold: fit on the human labels first, to have a model to trust
         coef_init = fit_logistic(x, y, penalty=penalty, C=C, class_weight=class_weight)
     return fit_self_training(x, y, pool, coef_init, C=C, class_weight=class_weight,
-                             pseudo_weight=pseudo_weight)
+                             pseudo_weight=pseudo_weight, label_noise=label_noise)
 
 
-def fit_self_training(x, y, pool, coef, *, C, class_weight, pseudo_weight):
-    """One round of confidence-weighted self-training (see :func:`fit_model`)."""
+def fit_self_training(
+    x: np.ndarray,
+    y: np.ndarray,
+    pool: np.ndarray,
+    coef: np.ndarray,
+    *,
+    C: float,
+    class_weight: str | None,
+    pseudo_weight: float,
+    label_noise: float = 0.0,
+) -> np.ndarray:
+    """One round of confidence-weighted self-training with noisy labels (see :func:`fit_model`).
+
+    ``coef`` (the previous model) gives both the pseudo-labels of ``pool`` and,
+    with ``label_noise > 0``, the soft targets of the human labels
+    (:func:`noise_targets`); one warm-started fit, so the cost per click does not
+    change. Over successive clicks this is an EM iteration.
+    """
+    x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
+    t = noise_targets(y, predict_proba(x, coef), label_noise) if label_noise > 0 else y
     p = predict_proba(pool, coef)
     yp = (p >= 0.5).astype(np.float64)
     conf = np.abs(2.0 * p - 1.0)
     s_h = balanced_weights(y) if class_weight == "balanced" else np.ones(len(y))
     s_p = conf * (balanced_weights(yp) if class_weight == "balanced" else 1.0)
     s_p *= pseudo_weight * len(y) / len(yp)
-    xa = np.concatenate([np.asarray(x, dtype=np.float64), np.asarray(pool, dtype=np.float64)])
+    xa = np.concatenate([x, np.asarray(pool, dtype=np.float64)])
     with _one_blas_thread():
-        return _fit_l2_newton(xa, np.r_[y, yp], np.r_[s_h, s_p], float(C), coef, 1e-7, 50)
+        return _fit_l2_newton(xa, np.r_[t, yp], np.r_[s_h, s_p], float(C), coef, 1e-7, 50)
 
 
 def predict_proba(z: np.ndarray, coef: np.ndarray | None, prior: float = 0.5) -> np.ndarray:

@@ -16,8 +16,8 @@ import numpy as np
 from .._validation import InputError, check_finite, check_ndim, check_numeric, check_option
 from . import estimate as _estimate
 from .classifier import (
-    CLASSIFIERS, PSEUDO_SAMPLE, can_fit, fit_logistic, fit_model, predict_proba, prior_proba,
-    standardize,
+    CLASSIFIERS, PSEUDO_SAMPLE, can_fit, fit_logistic, fit_model, logistic_options, predict_proba,
+    prior_proba, standardize,
 )
 from .queries import DEFAULT_CLASSIFIER, STRATEGIES, PoolState, Query, WARMUP
 
@@ -71,16 +71,19 @@ class ActiveLearner:
     features : ndarray (n, f), xarray.DataArray (candidate, feature) or Dataset
         The feature table of every candidate (a sort set's ``features`` variable).
         Standardised once (z-score over all candidates).
-    strategy : {"explore", "dcal", "cal", "dal", "random"}
+    strategy : {"explore", "explore-robust", "dcal", "cal", "dal", "random"}
         Query strategy (see :mod:`actsort_nb.learn.queries`). Settable later.
         Default ``explore``: on both ActSort benchmark sets it beats ActSort's
         ``dcal`` at 1-5 % labels (``benchmarks/README.md``, section "learner").
+        ``explore-robust`` is a candidate successor (other cold start and
+        classifier), measured there too.
     seed : int
         Seed of the learner's random generator (queries, DAL subsamples).
-    classifier : {None, "actsort", "balanced"}
+    classifier : {None, "actsort", "balanced", "balanced-robust"}
         Classifier preset (:data:`~actsort_nb.learn.classifier.CLASSIFIERS`);
         None uses the strategy's own (ActSort's L1 model for ActSort's
-        strategies, the class-balanced L2 model for ``explore``).
+        strategies, the class-balanced L2 model for ``explore``, its
+        ``"balanced-robust"`` variant for ``explore-robust``).
     threshold : float
         Decision threshold on P(cell) for :meth:`sorted_labels`, in (0, 1).
     dcal_weight : float
@@ -295,7 +298,7 @@ class ActiveLearner:
         if self._old_y is None:
             return z, y
         kept = np.ones(len(self._old_y), bool)
-        opts = {k: v for k, v in CLASSIFIERS[self.classifier].items() if k != "pseudo_weight"}
+        opts = logistic_options(CLASSIFIERS[self.classifier])
         if self.drop_contradicted and (y == 1).sum() >= WARMUP and (y == 0).sum() >= WARMUP:
             own = fit_logistic(z, y, **opts, coef_init=self._cache.get("new_only"))
             self._cache["new_only"] = own
@@ -384,7 +387,7 @@ class ActiveLearner:
         del self._fitted_before[s["history"]:]
         self._kept = s["kept"]
         self._proposed = s["proposed"]
-        z, y = (self._z[self._labels >= 0], self._labels[self._labels >= 0])
+        y = self._labels[self._labels >= 0]
         if self._old_y is not None:
             y = np.r_[y, self._old_y[self._kept]]
         self._prior = prior_proba(y)
