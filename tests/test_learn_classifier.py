@@ -133,6 +133,22 @@ def test_predict_proba_is_one_matvec():
     np.testing.assert_allclose(C.predict_proba(x, coef), 1 / (1 + np.exp(-(x @ coef[:-1] + coef[-1]))))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pool_prediction_matches_numpy_on_both_threads(dtype):
+    from actsort_nb.learn import _kernels
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((_kernels.SPLIT_ROWS + 11, 7)).astype(dtype)
+    coef = np.r_[rng.standard_normal(7) * 3, -0.5]
+    want = 1 / (1 + np.exp(-(z.astype(np.float64) @ coef[:-1] + coef[-1])))
+    got = C.predict_proba(z, coef)  # split in two halves on two threads
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(C.predict_proba(z[::-2], coef), want[::-2], rtol=1e-12)  # strided view
+    extreme = C.predict_proba(np.array([[1e3], [-1e3]], dtype), np.array([1.0, 0.0]))
+    assert extreme.tolist() == [1.0, 0.0]
+
+
 def test_bad_penalty_is_one_sentence():
     x, y = _data(50)
     with pytest.raises(InputError, match="'penalty'"):

@@ -45,6 +45,11 @@ def test_top_k_best_first_distinct_only_candidates():
     got = Q.top_k(scores, np.array([0, 1, 3, 4, 5]), 3)
     assert got.tolist() == [3, 5, 0]
     assert Q.top_k(scores, np.array([1, 4]), 5).tolist() == [4, 1]
+    assert Q.top_k(scores, np.array([0, 2, 3, 5]), 1).tolist() == [2]  # tie 9/9: lowest index
+    rng = np.random.default_rng(0)
+    s = rng.random(1000)
+    cand = np.flatnonzero(rng.random(1000) < 0.7)
+    assert Q.top_k(s, cand, 1)[0] == Q.top_k(s, cand, 3)[0]
 
 
 def test_discriminator_accuracy_counts_both_sides():
@@ -117,6 +122,19 @@ def test_explore_prefers_uncertain_but_keeps_coverage():
     picks = Q.query_explore(st, 200, np.random.default_rng(0)).indices
     frac_uncertain = (picks < 500).mean()
     assert 0.6 < frac_uncertain < 0.9  # weights 1.5 vs ~0.5: ~3/4 uncertain, never all
+
+
+def test_race_winner_is_the_argmax_of_the_keys_and_samples_by_weight():
+    from actsort_nb.learn._kernels import race_winner
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 17, 5000):
+        for _ in range(20):
+            u, w = rng.random(n), rng.random(n) + 0.05
+            assert race_winner(u, w) == int(np.argmax(np.log(u) / w))
+    w = np.array([1.0, 2.0, 7.0])
+    wins = np.bincount([race_winner(rng.random(3), w) for _ in range(20000)], minlength=3) / 20000
+    np.testing.assert_allclose(wins, w / w.sum(), atol=0.015)
 
 
 def test_novelty_weights_grow_with_distance_from_the_labelled_mean():

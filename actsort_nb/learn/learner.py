@@ -170,6 +170,7 @@ class ActiveLearner:
         self._fitted_before: list[bool] = []
         self._undo: list[dict] = []
         self._coef = None
+        self._proba = np.empty(self.n_candidates)  # reused by every retrain (see predict_proba)
         self._kept = None if self._old_y is None else np.ones(len(self._old_y), bool)
         self._retrain()
 
@@ -321,7 +322,7 @@ class ActiveLearner:
         else:
             self._coef = None
         self._prior = prior_proba(y)
-        self._proba = predict_proba(self._z, self._coef, self._prior)
+        self._proba = predict_proba(self._z, self._coef, self._prior, out=self._proba)
 
     # ------------------------------------------------------------------ public
     def query(self, k: int | None = None):
@@ -391,7 +392,7 @@ class ActiveLearner:
         if self._old_y is not None:
             y = np.r_[y, self._old_y[self._kept]]
         self._prior = prior_proba(y)
-        self._proba = predict_proba(self._z, self._coef, self._prior)
+        self._proba = predict_proba(self._z, self._coef, self._prior, out=self._proba)
 
     def accuracy_estimate(self, window: int = 25) -> tuple[np.ndarray, np.ndarray]:
         """Running accuracy estimate without ground truth, for plotting.
