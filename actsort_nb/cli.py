@@ -82,6 +82,8 @@ def _add_preprocess(sub) -> None:
     where.add_argument("--scheduler", default=None, help="address of a running dask.distributed scheduler (tcp://host:8786)")
     p.add_argument("--chunk-frames", type=int, default=None, help="frames per time chunk (default: ~32 MB per chunk)")
     p.add_argument("--no-features", action="store_true", help="skip the 76 features")
+    p.add_argument("--trace-step", type=float, default=None, metavar="K",
+                   help="store traces to K x their noise s.d. (e.g. 0.125: ~4x smaller; default: 1/65535 of their range)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--trust", action="store_true", help="allow reading Suite2p's pickled stat.npy/ops.npy")
 
@@ -115,6 +117,7 @@ def _add_preprocess(sub) -> None:
                 chunk_frames=args.chunk_frames,
                 progress=not args.quiet,
                 features=not args.no_features,
+                trace_step=args.trace_step,
             )
         print(
             f"wrote {args.output}: {ss.sizes['candidate']} candidates, {ss.sizes['time']} frames, "

@@ -11,6 +11,7 @@ import scipy.sparse
 from conftest import real_path
 
 from actsort_nb import candidate_set
+from actsort_nb._validation import InputError
 from actsort_nb.preprocess import open_sortset, preprocess
 
 NF = "neurofinder_neuhofmo"
@@ -119,11 +120,41 @@ def test_cli_preprocess_real(tmp_path, capsys):
     code = main([
         "preprocess", str(real_path(NF, "movie_crop_600x224x224_uint16.tif")),
         str(real_path(NF, "regions_crop.json")), "-o", str(out), "--no-features", "--quiet", "--chunk-frames", "200",
+        "--trace-step", "0.125",
     ])
     assert code == 0, capsys.readouterr().err
     assert "wrote" in capsys.readouterr().out
     back = open_sortset(out)
     assert back.sizes["candidate"] == 110 and back.sizes["time"] == 600
+    import h5py
+
+    with h5py.File(out) as f:
+        assert f["vars/traces"].attrs["trace_step"] == 0.125
+
+
+def test_trace_step_shrinks_the_stored_traces_only(tmp_path):
+    synthetic = pytest.importorskip("actsort_nb.synthetic")
+    ds = synthetic.simulate_recording(n_cells=12, shape=(64, 64), n_frames=600, seed=2)
+    fine = preprocess(ds, out=tmp_path / "fine.h5", progress=False, features=False)
+    preprocess(ds, out=tmp_path / "coarse.h5", progress=False, features=False, trace_step=0.125)
+    a, b = open_sortset(tmp_path / "fine.h5"), open_sortset(tmp_path / "coarse.h5")
+    np.testing.assert_array_equal(a.snapshots.values, b.snapshots.values)
+    x = fine.traces.transpose("candidate", "time").values.astype(np.float64)
+    err_fine = np.abs(a.traces.values - x).max(1)
+    err = np.abs(b.traces.values - x).max(1)
+    sigma = np.median(np.abs(np.diff(x, axis=1)), axis=1) / (0.6745 * np.sqrt(2))
+    assert (err <= 0.0626 * sigma + 1e-6 * np.ptp(x, axis=1)).all()  # <= step / 2
+    assert (err > err_fine).mean() > 0.9  # coarser than the default, as asked
+
+    import h5py
+
+    with h5py.File(tmp_path / "fine.h5") as f, h5py.File(tmp_path / "coarse.h5") as g:
+        size = {k: h["vars/traces/q"].id.get_storage_size() for k, h in (("fine", f), ("coarse", g))}
+        assert g["vars/traces"].attrs["trace_step"] == 0.125
+    assert size["coarse"] < 0.6 * size["fine"]
+    with pytest.raises(InputError, match="trace_step"):
+        preprocess(ds, out=tmp_path / "bad.h5", progress=False, features=False, trace_step=-1)
+    assert not (tmp_path / "bad.h5").exists()
 
 
 def test_cli_preprocess_bad_input(tmp_path, capsys):
