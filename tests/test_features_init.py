@@ -114,3 +114,30 @@ def test_lazily_reopened_sort_set_gives_the_same_features(tmp_path):
     assert a["feature"].values.tolist() == b["feature"].values.tolist()
     # the sort set stores traces as 16-bit; only that rounding may move a feature
     np.testing.assert_allclose(a.values, b.values, rtol=2e-3, atol=2e-3)
+
+
+def test_traces_are_read_in_blocks_never_whole(monkeypatch):
+    import actsort_nb.features as F
+    from actsort_nb import candidate_set
+
+    rng = np.random.default_rng(0)
+    n = 1300
+    fp = np.zeros((n, 8, 8), np.float32)
+    fp[:, 2:5, 2:5] = 1
+    traces = rng.standard_normal((n, 400)).astype(np.float32)
+    traces[: n // 2, 100:110] += 8.0  # half share a transient: many correlated pairs
+    ds = candidate_set(fp, traces)
+    reads = []
+    original = F._TraceRows.__getitem__
+
+    def spy(self, item):
+        out = original(self, item)
+        reads.append(out.shape[0])
+        return out
+
+    monkeypatch.setattr(F._TraceRows, "__getitem__", spy)
+    got = F.compute_features(ds, groups=["temporal"]).values
+    assert reads and max(reads) <= 512 < n
+    monkeypatch.undo()
+    want = F.temporal_features(traces)  # the whole array at once: same numbers
+    np.testing.assert_array_equal(got, want)

@@ -196,6 +196,28 @@ def _read(var: xr.DataArray, sl: slice | None = None) -> np.ndarray:
     return np.asarray((var if sl is None else var.isel(candidate=sl)).values)
 
 
+class _TraceRows:
+    """``(candidate, time)`` traces read on demand, float32 and checked, never held whole.
+
+    ``rows[a:b]`` reads a block of candidates; ``rows[idx]`` (increasing integer
+    indices) the listed ones. The feature passes read in blocks, so memory follows
+    the block size, not the number of candidates times the movie's length.
+    """
+
+    def __init__(self, var: xr.DataArray):
+        self._var = var.transpose("candidate", "time")
+        self.shape = (int(self._var.sizes["candidate"]), int(self._var.sizes["time"]))
+        self.ndim = 2
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, item) -> np.ndarray:
+        values = self._var.isel(candidate=item if isinstance(item, slice) else np.asarray(item)).values
+        return _as_traces(np.asarray(values)).astype(np.float32, copy=False)
+
+
 def _spatial(ds: xr.Dataset) -> np.ndarray:
     return spatial_features(ds.actsort.footprints_csr(), ds.actsort.fov_shape)
 
@@ -303,7 +325,8 @@ def compute_features(
         if "spatial" in groups and workers > 1:
             spatial = side.submit(_spatial, ds)
         if need_traces:
-            traces = _as_traces(_read(ds["traces"].transpose("candidate", "time")).astype(np.float32, copy=False))
+            traces = _TraceRows(ds["traces"])
+            _ = traces[:0]  # checks the shape (at least 3 time points) before any work
         if "temporal" in groups:
             blocks["temporal"], sigma = temporal_and_noise(traces, workers=workers)
         if "spatiotemporal" in groups and st_inputs:

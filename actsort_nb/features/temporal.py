@@ -144,7 +144,7 @@ def noise_level(traces: np.ndarray) -> np.ndarray:
     >>> float(np.round(noise_level(2.0 * rng.standard_normal((1, 20000)))[0], 1))
     2.0
     """
-    x = np.asarray(traces)
+    x = traces if hasattr(traces, "shape") and hasattr(traces, "__getitem__") else np.asarray(traces)
     sigma = np.empty(x.shape[0])
     for s in range(0, x.shape[0], BLOCK):
         sigma[s : s + BLOCK] = _spectrum(x[s : s + BLOCK])[0]
