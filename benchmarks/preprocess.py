@@ -218,8 +218,8 @@ def _table(rows: list[dict]) -> str:
     head = (
         "| frames | movie GB | candidates | crop | warm read s | pass s | write s | features s | "
         "pass/warm read | (pass+write)/warm read | cold read s | cold pass+write s | (pass+write)/cold read | "
-        "(pass+write+features)/cold read | frames/s | peak RSS MB | sort set / movie |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "(pass+write+features)/cold read | frames/s | peak RSS MB | peak RSS with features MB | sort set / movie |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in rows:
@@ -231,7 +231,8 @@ def _table(rows: list[dict]) -> str:
             f"{r['ratio_pass']:.2f} | {r['ratio_pass_write']:.2f} | {r['cold_read_s']:.2f} | "
             f"{r['cold_pass_s'] + r['cold_write_s']:.2f} | {r['ratio_cold_pass_write']:.2f} | "
             f"{r['ratio_cold_total']:.2f} | "
-            f"{r['frames_per_s']:.0f} | {r['peak_rss_pass_mb']:.0f} | {100 * r['sortset_fraction']:.1f} % |"
+            f"{r['frames_per_s']:.0f} | {r['peak_rss_pass_mb']:.0f} | {r['peak_rss_with_features_mb']:.0f} | "
+            f"{100 * r['sortset_fraction']:.1f} % |"
         )
     return "\n".join(lines)
 
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"+ write {r['cold_write_s']:.2f} s -> {r['ratio_cold_pass_write']:.2f}x cold read "
                 f"({r['ratio_cold_total']:.2f}x with features), "
                 f"{r['frames_per_s']:.0f} frames/s, features {r['features_s'] or float('nan'):.1f} s, "
-                f"peak RSS {r['peak_rss_pass_mb']:.0f} MB, sort set {100 * r['sortset_fraction']:.1f} % of the movie, "
+                f"peak RSS {r['peak_rss_pass_mb']:.0f} MB ({r['peak_rss_with_features_mb']:.0f} MB with features), sort set {100 * r['sortset_fraction']:.1f} % of the movie, "
                 f"one candidate's snapshots reopened in {r['one_candidate_snapshots_ms']:.1f} ms",
                 flush=True,
             )
@@ -307,9 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         parts = ", ".join(f"{k} {100 * v:.2f} %" for k, v in r["sortset_breakdown_fraction"].items() if v > 0.0005)
         print(f"sort set breakdown ({r['frames']} frames): {parts}")
     if len(rows) >= 2:
-        rss = [r["peak_rss_pass_mb"] for r in rows]
-        print(f"peak RSS across lengths {[r['frames'] for r in rows]}: {[round(x) for x in rss]} MB "
-              f"(growth {100 * (max(rss) / min(rss) - 1):.0f} %)")
+        for key, what in (("peak_rss_pass_mb", "pass + write"), ("peak_rss_with_features_mb", "with features")):
+            rss = [r[key] for r in rows]
+            print(f"peak RSS ({what}) across lengths {[r['frames'] for r in rows]}: {[round(x) for x in rss]} MB "
+                  f"(growth {100 * (max(rss) / min(rss) - 1):.0f} %)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
