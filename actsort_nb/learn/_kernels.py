@@ -18,12 +18,19 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-__all__ = ["logistic", "race_winner"]
+__all__ = ["buffer", "logistic", "race_winner"]
 
 #: Below this many candidates one thread does it (starting a second costs more than it saves).
 SPLIT_ROWS = 50_000
 
 _POOL: ThreadPoolExecutor | None = None
+
+
+def buffer(out: np.ndarray | None, n: int) -> np.ndarray:
+    """``out`` if it is a contiguous float64 array of length ``n``, else a new one."""
+    if out is None or out.shape != (n,) or out.dtype != np.float64 or not out.flags.c_contiguous:
+        return np.empty(n)
+    return out
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
@@ -65,8 +72,7 @@ def logistic(z: np.ndarray, w: np.ndarray, b: float, out: np.ndarray | None = No
     if z.dtype not in (np.float32, np.float64):
         z = z.astype(np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
-    if out is None or out.shape != (len(z),) or out.dtype != np.float64 or not out.flags.c_contiguous:
-        out = np.empty(len(z))
+    out = buffer(out, len(z))
     if len(z) < SPLIT_ROWS or (os.cpu_count() or 1) < 2:
         _logistic(z, w, float(b), out)
         return out

@@ -41,7 +41,7 @@ import numpy as np
 from scipy.special import expit
 
 from .._validation import InputError
-from ._kernels import logistic
+from ._kernels import buffer, logistic
 
 #: Named classifier presets: keyword arguments for :func:`fit_logistic`.
 CLASSIFIERS: dict[str, dict] = {
@@ -426,8 +426,7 @@ def predict_proba(z: np.ndarray, coef: np.ndarray | None, prior: float = 0.5,
     """
     z = np.asarray(z)
     if coef is None:
-        if out is None or out.shape != (len(z),) or out.dtype != np.float64:
-            return np.full(len(z), float(prior))
+        out = buffer(out, len(z))
         out.fill(float(prior))
         return out
     return logistic(z, coef[:-1], float(coef[-1]), out=out)
