@@ -191,8 +191,8 @@ def describe_features(group: str | None = None):
     return df
 
 
-def _read(var: xr.DataArray, sl: slice | None = None) -> np.ndarray:
-    """The values of ``var[sl]`` (along ``candidate``) as numpy: one read, in large blocks if lazy."""
+def _read(var: xr.DataArray, sl: slice | np.ndarray | None = None) -> np.ndarray:
+    """The values of ``var[sl]`` (a slice or indices along ``candidate``) as numpy: one read, in large blocks if lazy."""
     return np.asarray((var if sl is None else var.isel(candidate=sl)).values)
 
 
@@ -214,8 +214,7 @@ class _TraceRows:
         return self.shape[0]
 
     def __getitem__(self, item) -> np.ndarray:
-        values = self._var.isel(candidate=item if isinstance(item, slice) else np.asarray(item)).values
-        return _as_traces(np.asarray(values)).astype(np.float32, copy=False)
+        return _as_traces(_read(self._var, item)).astype(np.float32, copy=False)
 
 
 def _spatial(ds: xr.Dataset) -> np.ndarray:

@@ -19,7 +19,7 @@ import xarray as xr
 from .._validation import InputError
 from .crops import MARGIN, boundary_mask, crop_footprints, crop_origins, crop_size
 from .events import N_EVENTS, top_events
-from .sortset import SORTSET_SCHEMA, open_sortset, write_sortset
+from .sortset import SORTSET_SCHEMA, check_trace_step, open_sortset, write_sortset
 from .stream import CLIP_HALF, quantise_snapshots, stream
 
 __all__ = [
@@ -141,8 +141,7 @@ def preprocess(
     n = candidates.actsort.n_candidates
     if n == 0:
         raise InputError("this CandidateSet has no candidates; there is nothing to pre-process.")
-    if trace_step is not None and not (np.isfinite(trace_step) and trace_step >= 0):
-        raise InputError(f"trace_step must be a finite number >= 0 (e.g. 0.125), got {trace_step!r}.")
+    check_trace_step(trace_step)  # before the pass, not after it
     fp = candidates["footprints"].data
     traces = candidates["traces"].transpose("candidate", "time").data
     movie = candidates["movie"].transpose("time", "y", "x").data

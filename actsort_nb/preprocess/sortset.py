@@ -535,6 +535,14 @@ def _write_var(
     obj.attrs["attrs"] = _attrs_json(var.attrs)
 
 
+def check_trace_step(trace_step: float | None) -> float:
+    """The trace step to write (``None``: :data:`TRACE_STEP`), or one sentence on why it is wrong."""
+    step = float(TRACE_STEP if trace_step is None else trace_step)
+    if not np.isfinite(step) or step < 0:
+        raise InputError(f"trace_step must be a finite number >= 0 (e.g. 0.125), got {trace_step!r}.")
+    return step
+
+
 def write_sortset(ds: xr.Dataset, path: str | os.PathLike, *, trace_step: float | None = None) -> Path:
     """Write a sort set to ``path`` (HDF5) atomically; the ``movie`` is left out.
 
@@ -555,9 +563,7 @@ def write_sortset(ds: xr.Dataset, path: str | os.PathLike, *, trace_step: float 
         The written path.
     """
     path = Path(path)
-    trace_step = float(TRACE_STEP if trace_step is None else trace_step)
-    if not np.isfinite(trace_step) or trace_step < 0:
-        raise InputError(f"trace_step must be a finite number >= 0, got {trace_step!r}.")
+    trace_step = check_trace_step(trace_step)
     missing = [v for v in REQUIRED if v not in ds.variables]
     if missing:
         raise InputError(f"this dataset is not a sort set: it lacks {missing}; build it with actsort_nb.preprocess.preprocess().")
