@@ -204,3 +204,30 @@ def test_compiled_table_lookups_match_the_binary_search():
         np.testing.assert_array_equal(f1, f2)
         np.testing.assert_array_equal(i1[f1], i2[f2])
     np.testing.assert_array_equal(px.box_sum(m.data, -1, 2), slow.box_sum(m.data, -1, 2))
+
+
+@pytest.mark.parametrize("fill", [0.15, 0.45, 0.8])
+def test_pixel_components_match_scipy_labels(fill):
+    # the union-find labels equal scipy's connected_components on the 8-neighbour graph, label for label
+    # (their order decides which region is "largest" on ties), never joining two candidates
+    import scipy.sparse.csgraph
+
+    from actsort_nb.features.spatial import _Pixels
+
+    rng = np.random.default_rng(int(fill * 100))
+    h, w, n = 23, 31, 5
+    mask = rng.random((n, h * w)) < fill
+    rows, cols = np.nonzero(mask)
+    px = _Pixels(rows, cols.astype(np.int64), (h, w))
+    src, dst = [], []
+    for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):
+        found, idx = px.find(dy, dx)
+        src.append(np.flatnonzero(found))
+        dst.append(idx[found])
+    g = scipy.sparse.coo_matrix((np.ones(sum(map(len, src))), (np.concatenate(src), np.concatenate(dst))),
+                                shape=(rows.size, rows.size))
+    ref = scipy.sparse.csgraph.connected_components(g, directed=False)[1]
+    lab = px.components()
+    np.testing.assert_array_equal(lab, ref)
+    assert ref.max() + 1 >= n  # at least one region per candidate (many when sparse)
+    assert all(np.unique(px.rows[lab == k]).size == 1 for k in range(lab.max() + 1))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from actsort_nb import InputError
+from actsort_nb.features import _similarity
 from actsort_nb.features.temporal import (
     TEMPORAL_NAMES,
     medfilt3,
@@ -372,10 +373,17 @@ def test_order_statistics_match_partition():
         np.testing.assert_array_equal(out, np.sort(a)[ranks])
 
 
+@pytest.mark.parametrize("exact_bytes", [None, 100_000])
 @pytest.mark.parametrize("kind", ["mixed", "noise"])
-def test_pruned_similarity_matches_dense_reference(kind):
+def test_pruned_similarity_matches_dense_reference(kind, exact_bytes, monkeypatch):
     # long traces, so the bounds are used; white noise leaves every pair undecided (dense fallback),
-    # the mixed set only a few (pair-by-pair dot products)
+    # the mixed set only a few (pair-by-pair dot products); a small budget for the exact check's
+    # unit rows sends them to a temporary file, read back in tiles of ~12 rows
+    spills = []
+    if exact_bytes is not None:
+        monkeypatch.setattr(_similarity, "EXACT_BYTES", exact_bytes)
+        make_file = _similarity.tempfile.TemporaryFile
+        monkeypatch.setattr(_similarity.tempfile, "TemporaryFile", lambda: spills.append(1) or make_file())
     rng = np.random.default_rng(13)
     n, n_t = (300 if kind == "noise" else 150), 1024
     if kind == "noise":
@@ -392,3 +400,4 @@ def test_pruned_similarity_matches_dense_reference(kind):
         np.testing.assert_allclose(trace_similarity(x, block=block), ref)
     # the temporal pass hands its own bounds to the same count
     np.testing.assert_allclose(temporal_features(x)[:, COL["trace_similarity"]], ref.astype(np.float32))
+    assert bool(spills) == (exact_bytes is not None)

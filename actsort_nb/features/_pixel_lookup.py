@@ -6,9 +6,10 @@ same order of additions.
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
-__all__ = ["box_sums", "find_in_boxes"]
+__all__ = ["box_sums", "component_labels", "find_in_boxes", "union_pairs"]
 
 
 @njit(inline="always")
@@ -45,3 +46,40 @@ def box_sums(ly, lx, bh, bw, slot0, table, values, lo, hi, out):  # pragma: no c
                 hit = j >= 0
                 acc += values[j if hit else 0] * hit  # an absent pixel adds 0.0 (values are finite)
         out[i] = acc
+
+
+@njit(nogil=True, cache=True)
+def _root(parent, i):  # pragma: no cover - compiled
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]  # path halving
+        i = parent[i]
+    return i
+
+
+@njit(nogil=True, cache=True)
+def union_pairs(parent, found, idx):  # pragma: no cover - compiled
+    """Join the sets of ``i`` and ``idx[i]`` wherever ``found[i]``; each set's root is its smallest member."""
+    for i in range(found.shape[0]):
+        if found[i]:
+            a = _root(parent, i)
+            b = _root(parent, idx[i])
+            if a < b:
+                parent[b] = a
+            elif b < a:
+                parent[a] = b
+
+
+@njit(nogil=True, cache=True)
+def component_labels(parent):  # pragma: no cover - compiled
+    """0, 1, … per set, numbered in the order of their smallest members (as scipy's ``connected_components``)."""
+    m = parent.shape[0]
+    lab = np.empty(m, np.int64)
+    n_lab = 0
+    for i in range(m):
+        r = _root(parent, i)
+        if r == i:
+            lab[i] = n_lab
+            n_lab += 1
+        else:
+            lab[i] = lab[r]  # r < i: already labelled
+    return lab

@@ -16,14 +16,20 @@ remainders), so a pair is
 * below it if ``l_i·l_j + r_i r_j ≤ threshold − tol``,
 * and only otherwise is its full dot product computed (from the float32 unit rows).
 
-``d = n_t / 8``, so the bounds cost an eighth of the full product; ``tol`` covers
-float32 rounding. On simulated recordings (10,000 candidates × 8,192 frames)
-1,443 of the 5·10⁷ pairs need the full product. Where the slow part holds little
-of the power (white noise) most pairs do, and the cost tends to 1.125× the plain
-product. Undecided pairs are computed one by one when few and as dense block
-products when many (the only case that makes all unit rows at once).
+``d = n_t / 8`` (at most :data:`MAX_LOW`), so the bounds cost at most an eighth
+of the full product; ``tol`` covers float32 rounding. On simulated recordings
+(10,000 candidates × 8,192 frames) 1,443 of the 5·10⁷ pairs need the full
+product. Where the slow part holds little of the power (white noise) most pairs
+do, and the cost tends to 1.125× the plain product. Undecided pairs are computed
+one by one when few and as dense block products when many.
+
+Memory does not grow with the traces' length: the unit rows the exact check needs
+are made block by block and held in memory up to :data:`EXACT_BYTES`, beyond that
+in a temporary file read back in tiles of that size (:class:`_UnitRowStore`).
 """
 from __future__ import annotations
+
+import tempfile
 
 import numpy as np
 import scipy.fft
@@ -38,6 +44,12 @@ __all__ = ["bound_dims", "count_correlated", "slow_part", "unit_rows"]
 LOW_FRACTION = 8
 #: Below this many slow coefficients the full product is cheaper than bounding it.
 MIN_LOW = 64
+#: At most this many slow coefficients (their memory, ``4 · MAX_LOW`` bytes per candidate, is flat in length).
+MAX_LOW = 1024
+#: Bytes of float32 unit rows the exact check holds at once (more go to a temporary file).
+EXACT_BYTES = 2**27
+#: Candidates per read of the traces when making unit rows.
+READ_BLOCK = 256
 #: Margin of the bounds for float32 rounding of the products.
 TOL = 1e-4
 #: Above this share of undecided pairs in a block, a dense product beats pair-by-pair dots.
@@ -73,23 +85,26 @@ def _classify(cl, r_rows, r_cols, s, threshold, tol, counts, pi, pj):  # pragma:
 
 
 @njit(nogil=True, cache=True)
-def _pair_dots(z, pi, pj, n_pairs, threshold, counts):  # pragma: no cover - compiled
-    """Exact dot products of the listed pairs (float64 sums of the float32 rows); count those above ``threshold``."""
-    n_t = z.shape[1]
-    for p in range(n_pairs):
-        i = pi[p]
-        j = pj[p]
+def _pair_dots(za, zb, la, lb, ga, gb, threshold, counts):  # pragma: no cover - compiled
+    """Exact dots of rows ``za[la[p]]``, ``zb[lb[p]]`` (float64 sums of float32); count those above ``threshold``.
+
+    ``ga``/``gb`` are the pairs' candidate numbers, where ``counts`` is incremented.
+    """
+    n_t = za.shape[1]
+    for p in range(la.shape[0]):
+        i = la[p]
+        j = lb[p]
         acc = 0.0
         for t in range(n_t):
-            acc += np.float64(z[i, t]) * np.float64(z[j, t])
+            acc += np.float64(za[i, t]) * np.float64(zb[j, t])
         if acc > threshold:
-            counts[i] += 1
-            counts[j] += 1
+            counts[ga[p]] += 1
+            counts[gb[p]] += 1
 
 
 def bound_dims(n_t: int) -> int:
     """Number of slow coordinates used to bound products of rows of length ``n_t`` (0: no bounds)."""
-    d = n_t // LOW_FRACTION
+    d = min(n_t // LOW_FRACTION, MAX_LOW)
     return d if d >= MIN_LOW else 0
 
 
@@ -124,16 +139,108 @@ def _upper(m: int, k: int) -> np.ndarray:
     return np.arange(k)[None, :] > np.arange(m)[:, None]
 
 
-def _unit_rows32(x: np.ndarray, rows: np.ndarray | None = None, workers: int | None = None) -> np.ndarray:
-    """float32 unit rows of ``x`` (or of ``x[rows]``), computed block by block."""
-    src = x if rows is None else x[rows]
-    z = np.empty(src.shape, np.float32)
+class _UnitRowStore:
+    """float32 unit rows of ``x[rows]``, made block by block, read back as tiles of consecutive rows.
 
-    def fill(sl: slice) -> None:
-        z[sl] = unit_rows(src[sl])
+    Held in memory up to ``EXACT_BYTES``; beyond that written once to an anonymous
+    temporary file (removed on close), so memory is one tile, whatever the length.
+    """
 
-    map_blocks(fill, src.shape[0], 512, workers)
-    return z
+    def __init__(self, x, rows: np.ndarray | None, workers: int | None):
+        n_rows = x.shape[0] if rows is None else rows.size
+        n_t = x.shape[1]
+        self.shape = (n_rows, n_t)
+        self.tile = max(1, EXACT_BYTES // (2 * 4 * n_t))  # rows per tile: two tiles in memory at once
+        self._mem = None
+        self._file = None
+        if 4 * n_rows * n_t <= EXACT_BYTES:
+            self._mem = np.empty(self.shape, np.float32)
+        else:
+            self._file = tempfile.TemporaryFile()
+        n = x.shape[0]
+        bounds = None if rows is None else np.searchsorted(rows, np.arange(0, n + READ_BLOCK, READ_BLOCK))
+
+        def make(sl: slice) -> np.ndarray:  # the wanted rows of one block of candidates, read as a slice
+            if rows is None:
+                return unit_rows(x[sl]).astype(np.float32)
+            want = rows[bounds[sl.start // READ_BLOCK] : bounds[sl.start // READ_BLOCK + 1]]
+            if want.size == 0:
+                return np.empty((0, n_t), np.float32)
+            return unit_rows(x[sl][want - sl.start]).astype(np.float32)
+
+        filled = 0
+        for s in range(0, n, 2 * READ_BLOCK):  # two blocks at a time on the threads, stored in order
+            for z in map_blocks(lambda sl: make(slice(s + sl.start, s + sl.stop)), min(2 * READ_BLOCK, n - s),
+                                READ_BLOCK, workers):
+                if self._mem is not None:
+                    self._mem[filled : filled + z.shape[0]] = z
+                else:
+                    self._file.write(z.tobytes())
+                filled += z.shape[0]
+
+    def get(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo:hi`` of the store (a view when in memory)."""
+        if self._mem is not None:
+            return self._mem[lo:hi]
+        out = np.empty((hi - lo, self.shape[1]), np.float32)
+        self._file.seek(4 * lo * self.shape[1])
+        self._file.readinto(memoryview(out).cast("B"))
+        return out
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _exact_pairs(x, pi: np.ndarray, pj: np.ndarray, threshold: float, counts: np.ndarray, workers: int | None) -> None:
+    """Add to ``counts`` the listed pairs whose exact correlation is above ``threshold``, tile by tile."""
+    rows, inv = np.unique(np.r_[pi, pj], return_inverse=True)
+    store = _UnitRowStore(x, rows, workers)
+    try:
+        li, lj = inv[: pi.size], inv[pi.size :]
+        lo, hi = np.minimum(li, lj), np.maximum(li, lj)
+        ta, tb = lo // store.tile, hi // store.tile
+        order = np.lexsort((tb, ta))
+        lo, hi, ta, tb = lo[order], hi[order], ta[order], tb[order]
+        starts = np.flatnonzero(np.r_[True, (ta[1:] != ta[:-1]) | (tb[1:] != tb[:-1])])
+        n_rows = rows.size
+        za, loaded = None, -1
+        for s, e in zip(starts, np.r_[starts[1:], lo.size]):
+            a, b = int(ta[s]), int(tb[s])
+            if a != loaded:
+                za, loaded = store.get(a * store.tile, min(n_rows, (a + 1) * store.tile)), a
+            zb = za if b == a else store.get(b * store.tile, min(n_rows, (b + 1) * store.tile))
+            _pair_dots(za, zb, lo[s:e] - a * store.tile, hi[s:e] - b * store.tile,
+                       rows[lo[s:e]], rows[hi[s:e]], float(threshold), counts)
+    finally:
+        store.close()
+
+
+def _exact_dense(x, dense: list[int], block: int, low, rest, threshold: float, counts: np.ndarray,
+                 workers: int | None) -> None:
+    """Add to ``counts`` the undecided pairs of the row blocks ``dense`` (many each), as tiled block products."""
+    n = x.shape[0]
+    thr32 = np.float32(threshold)
+    store = _UnitRowStore(x, None, workers)
+    try:
+        width = max(block, store.tile)
+        for s in dense:
+            e = min(n, s + block)
+            zs = store.get(s, e)
+            cl = (low[s:e] @ low[s:].T).astype(np.float64)
+            bound = rest[s:e, None] * rest[None, s:] + TOL
+            maybe = (cl - bound <= threshold) & (cl + bound > threshold) & _upper(e - s, n - s)
+            for c in range(s, n, width):
+                m = maybe[:, c - s : min(n, c + width) - s]
+                cols = np.flatnonzero(m.any(axis=0))
+                if cols.size == 0:
+                    continue
+                zc = store.get(c, c + int(cols[-1]) + 1)
+                hit = (zs @ zc[cols].T > thr32) & m[:, cols]
+                counts[s:e] += hit.sum(axis=1)
+                counts[c + cols] += hit.sum(axis=0)
+    finally:
+        store.close()
 
 
 def count_correlated(
@@ -166,8 +273,9 @@ def count_correlated(
 
     Notes
     -----
-    The full unit rows (as large as the traces, in float32) are only made when many
-    pairs are undecided; otherwise only those of the rows in undecided pairs.
+    The unit rows of every candidate are only made when many pairs are undecided;
+    otherwise only those of the rows in undecided pairs. Either way at most
+    :data:`EXACT_BYTES` of them are in memory (:class:`_UnitRowStore`).
     """
     n, n_t = x.shape
     counts = np.zeros(n, np.int64)
@@ -176,7 +284,9 @@ def count_correlated(
     thr32 = np.float32(threshold)
     d = bound_dims(n_t)
     if d == 0:  # short traces: the full product is cheap
-        z = _unit_rows32(x, workers=workers)
+        store = _UnitRowStore(x, None, workers)
+        z = store.get(0, n)
+        store.close()
         for s in range(0, n, block):
             e = min(n, s + block)
             hit = (z[s:e] @ z[s:].T > thr32) & _upper(e - s, n - s)
@@ -205,28 +315,9 @@ def count_correlated(
             pairs.append((pi[:n_maybe].copy(), pj[:n_maybe].copy()))
         elif n_maybe < 0:
             dense.append(s)
-    if dense:  # many undecided pairs: the full unit rows, and dense products over their columns
-        z = _unit_rows32(x, workers=workers)
-        for s in dense:
-            e = min(n, s + block)
-            cl = (low[s:e] @ low[s:].T).astype(np.float64)
-            bound = rest[s:e, None] * rest[None, s:] + TOL
-            maybe = (cl - bound <= threshold) & (cl + bound > threshold) & _upper(e - s, n - s)
-            cols = np.flatnonzero(maybe.any(axis=0))
-            hit = (z[s:e] @ z[s + cols].T > thr32) & maybe[:, cols]
-            counts[s:e] += hit.sum(axis=1)
-            counts[s + cols] += hit.sum(axis=0)
-    else:
-        z = None
+    if dense:  # many undecided pairs: dense products over the unit rows of every candidate
+        _exact_dense(x, dense, block, low, rest, threshold, counts, workers)
     if pairs:
-        pi_all = np.concatenate([p[0] for p in pairs])
-        pj_all = np.concatenate([p[1] for p in pairs])
-        if z is None:  # the unit rows of the candidates in undecided pairs only
-            rows, inv = np.unique(np.r_[pi_all, pj_all], return_inverse=True)
-            z = _unit_rows32(x, rows, workers)
-            local = np.zeros(rows.size, np.int64)
-            _pair_dots(z, inv[: pi_all.size], inv[pi_all.size :], pi_all.size, float(threshold), local)
-            counts[rows] += local
-        else:
-            _pair_dots(z, pi_all, pj_all, pi_all.size, float(threshold), counts)
+        _exact_pairs(x, np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]),
+                     threshold, counts, workers)
     return counts

@@ -77,8 +77,10 @@ NOISE_FLOOR = 1e-4
 #: Local maxima with a prominence below this fraction of the trace amplitude are not
 #: peaks: they are numerical dust that storage (e.g. the sort set's 16-bit traces) moves.
 PEAK_MIN_PROMINENCE = 1e-3
-#: Traces per block of the compiled pass (a few MB of float64 per block).
+#: Traces per block of the compiled pass (a few MB of float64 per block) ...
 BLOCK = 256
+#: ... and at most this many bytes per float64 copy, so memory does not grow with the length.
+BLOCK_BYTES = 2**23
 
 assert len(TEMPORAL_NAMES) == 36 and TEMPORAL_NAMES == FEATURE_NAMES[:36]
 
@@ -277,7 +279,8 @@ def temporal_and_noise(x: np.ndarray, *, block: int = BLOCK, similarity: bool = 
 
     ``x`` is a checked ``(candidate, time)`` array (see :func:`temporal_features`).
     """
-    n = x.shape[0]
+    n, n_t = x.shape
+    block = min(block, max(16, BLOCK_BYTES // (8 * n_t)))
     parts = map_blocks(lambda sl: _temporal_block(x[sl], similarity), n, block, workers)
     out = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 36))
     sigma = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
@@ -297,7 +300,8 @@ def temporal_features(traces, *, block: int = BLOCK, similarity: bool = True, wo
     traces : array-like
         ``(candidate, time)`` float traces (finite).
     block : int
-        Traces per block of the compiled pass (bounds memory).
+        Traces per block of the compiled pass (bounds memory; fewer for long
+        traces, at most :data:`BLOCK_BYTES` per float64 copy).
     similarity : bool
         Compute feature 35 (``trace_similarity``), the only one that compares
         candidates with each other; if False it is 0.
