@@ -156,7 +156,7 @@ class _UnitRowStore:
         if 4 * n_rows * n_t <= EXACT_BYTES:
             self._mem = np.empty(self.shape, np.float32)
         else:
-            self._file = tempfile.TemporaryFile()
+            self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close(), callers use try/finally
         n = x.shape[0]
         bounds = None if rows is None else np.searchsorted(rows, np.arange(0, n + READ_BLOCK, READ_BLOCK))
 
@@ -170,7 +170,7 @@ class _UnitRowStore:
 
         filled = 0
         for s in range(0, n, 2 * READ_BLOCK):  # two blocks at a time on the threads, stored in order
-            for z in map_blocks(lambda sl: make(slice(s + sl.start, s + sl.stop)), min(2 * READ_BLOCK, n - s),
+            for z in map_blocks(lambda sl, s=s: make(slice(s + sl.start, s + sl.stop)), min(2 * READ_BLOCK, n - s),
                                 READ_BLOCK, workers):
                 if self._mem is not None:
                     self._mem[filled : filled + z.shape[0]] = z
