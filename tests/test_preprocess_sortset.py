@@ -402,3 +402,29 @@ def test_corrupt_small_variable_detected_on_open(saved):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such sort set"):
         open_sortset(tmp_path / "nope.h5")
+
+
+@pytest.mark.parametrize(("dtype", "shape", "chunks"), [
+    (np.uint16, (7, 301), (3, 301)),  # shuffled, odd byte count, a zero-padded last chunk
+    (np.uint8, (5, 2, 3, 4, 4), (1, 2, 3, 4, 4)),
+    (np.uint8, (2, 200_001), (1, 200_001)),  # > 360 words per Fletcher fold, odd length
+])
+def test_chunks_filtered_here_are_what_hdf5_stores(tmp_path, dtype, shape, chunks):
+    # the writer compresses and checksums the big variables itself (threads) and writes finished
+    # chunks: HDF5 must read them back, and its own Fletcher-32 of the same bytes must agree
+    from actsort_nb.preprocess import sortset
+
+    x = np.random.default_rng(1).integers(0, 200, shape).astype(dtype)
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        ref = f.create_dataset("ref", shape=shape, dtype=dtype, chunks=chunks, **sortset._compression(dtype))
+        ref[...] = x
+        ours = f.create_dataset("ours", shape=shape, dtype=dtype, chunks=chunks, **sortset._compression(dtype))
+        assert sortset._direct(ours)
+        sortset._put(ours, 0, sortset._packed(ours, x))
+        for k in range(0, shape[0], chunks[0]):
+            stored = ref.id.read_direct_chunk((k,) + (0,) * (len(shape) - 1))[1]
+            body = np.frombuffer(stored[:-4], np.uint8)
+            assert int(sortset._fletcher32(body)).to_bytes(4, "little") == stored[-4:]
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        np.testing.assert_array_equal(f["ours"][...], x)
+        assert f["ours"].fletcher32 and _has_zstd(f["ours"])
