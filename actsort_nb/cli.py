@@ -83,7 +83,7 @@ def _add_preprocess(sub) -> None:
     p.add_argument("--chunk-frames", type=int, default=None, help="frames per time chunk (default: ~32 MB per chunk)")
     p.add_argument("--no-features", action="store_true", help="skip the 76 features")
     p.add_argument("--trace-step", type=float, default=None, metavar="K",
-                   help="store traces to K x their noise s.d. (e.g. 0.125: ~4x smaller; default: 1/65535 of their range)")
+                   help="store traces to K x their noise s.d. (default 0.5; 0: 1/65535 of their range, ~4x larger)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--trust", action="store_true", help="allow reading Suite2p's pickled stat.npy/ops.npy")
 

@@ -107,7 +107,7 @@ def test_lazily_reopened_sort_set_gives_the_same_features(tmp_path):
     from actsort_nb.preprocess import open_sortset, write_sortset
 
     ss = make_sortset(20, shape=(48, 48), n_frames=200, seed=1)
-    write_sortset(ss, tmp_path / "s.h5")
+    write_sortset(ss, tmp_path / "s.h5", trace_step=0)  # 65,536 levels per trace (default: σ / 2)
     lazy = open_sortset(tmp_path / "s.h5")
     a = compute_features(lazy, block=6)  # snapshots read block by block from HDF5
     b = compute_features(ss)

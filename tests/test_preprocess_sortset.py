@@ -172,9 +172,9 @@ def test_trace_code_error_bounds_and_noise_step():
     assert np.all(np.abs(decode_traces(q0, step0, offset0, np.float64) - steps) <= step0[:, None] / 2 * (1 + 1e-9))
 
 
-def test_noise_relative_trace_step_on_request(sortset, tmp_path):
-    """``trace_step=k``: steps of k·σ, error ≤ step / 2, and fewer bytes than the range step."""
-    a = write_sortset(sortset, tmp_path / "range.h5")
+def test_noise_relative_trace_step(sortset, tmp_path):
+    """``trace_step=k``: steps of k·σ, error ≤ step / 2, and fewer bytes than the range step (0)."""
+    a = write_sortset(sortset, tmp_path / "range.h5", trace_step=0)
     b = write_sortset(sortset, tmp_path / "noise.h5", trace_step=0.25)
     tr = sortset.traces.values
     step = _trace_steps(b)
@@ -183,6 +183,10 @@ def test_noise_relative_trace_step_on_request(sortset, tmp_path):
     with h5py.File(a) as fa, h5py.File(b) as fb:
         assert fb["vars/traces/q"].id.get_storage_size() < 0.75 * fa["vars/traces/q"].id.get_storage_size()
         assert fb["vars/traces"].attrs["trace_step"] == 0.25
+    d = write_sortset(sortset, tmp_path / "default.h5")  # half the noise unless told
+    np.testing.assert_allclose(_trace_steps(d), 0.5 * 100, rtol=0.25)
+    with h5py.File(d) as fd:
+        assert fd["vars/traces"].attrs["trace_step"] == 0.5
     with pytest.raises(InputError, match="trace_step"):
         write_sortset(sortset, tmp_path / "x.h5", trace_step=-1)
 

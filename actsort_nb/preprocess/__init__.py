@@ -102,10 +102,10 @@ def preprocess(
     features : bool
         Compute the 76 features (``features(candidate, feature)``).
     trace_step : float, optional
-        With ``out``: store each trace to this fraction of its noise s.d. instead
-        of 1/65,535 of its range (e.g. ``0.125``: ~4× smaller traces, error
-        0.036 σ RMS; see :func:`write_sortset`). The features are computed from
-        the full-precision traces either way.
+        With ``out``: store each trace to this fraction of its noise s.d.
+        (default 1/2: error 0.14 σ RMS; ``0``: 1/65,535 of its range, ~4× the
+        bytes; see :func:`write_sortset`). The features are computed from the
+        full-precision traces either way.
 
     Returns
     -------
