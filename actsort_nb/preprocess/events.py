@@ -99,15 +99,21 @@ def top_events(
         prominence = np.maximum(x.std(axis=1), 1e-300)
         top_events_block(x, prominence, min_distance, dest)
 
-    # Two threads each take half of a block of rows: the compiled loop and numpy's
-    # reductions release the GIL, so the float64 copy and statistics run in parallel too.
+    # Two threads each take half of a block of rows (the compiled loop and numpy's
+    # reductions release the GIL, so the float64 copy and statistics run in parallel
+    # too) while this thread reads the next block.
     two = (os.cpu_count() or 1) > 1
     with ThreadPoolExecutor(max_workers=2 if two else 1) as pool:
+        running: list = []
         for s in range(0, n, block):
             x = np.asarray(source[s : s + block])
+            for f in running:
+                f.result()
             rows = x.shape[0]
             half = (rows + 1) // 2 if rows >= 64 and two else rows
-            list(pool.map(lambda a: find(x[a : a + half], out[s + a : s + a + half]), range(0, rows, half)))
+            running = [pool.submit(find, x[a : a + half], out[s + a : s + a + half]) for a in range(0, rows, half)]
+        for f in running:
+            f.result()
     return out
 
 
