@@ -49,8 +49,9 @@ multi-byte types) and carries a Fletcher-32 checksum, so corruption is detected 
 read. The big ones (``snapshots``, ``traces``) are filtered here, not by HDF5:
 compressed on two threads (``zstandard``, level 1's match finder with a small
 hash table, :data:`_ZSTD_FAST`), checksummed, and written as finished chunks
-(``write_direct_chunk``); any HDF5 reader with the Zstandard filter reads them. ``snapshots`` are chunked one candidate per chunk (the panel reads one at a
-time); other per-candidate variables in chunks of ~64-256 kB. The movie is never stored.
+(``write_direct_chunk``); any HDF5 reader with the Zstandard filter reads them.
+``snapshots`` are chunked one candidate per chunk (the panel reads one at a time);
+other per-candidate variables in chunks of ~64-256 kB. The movie is never stored.
 
 Schema 1 files (``traces`` as ``uint16`` per-candidate range quantisation,
 ``snapshots`` as plain uint8, gzip) are still read.
@@ -118,8 +119,8 @@ _LAZY = ("snapshots", "traces", "crop_footprint")
 _ZSTD_LEVEL = 1
 #: The big per-candidate variables are compressed here, on threads, and written as
 #: finished chunks: level 1's match finder with a 64-entry hash table. On quantised
-#: camera noise it finds the same few matches as level 1 (same size) at ~2.3x the
-#: speed; the entropy coding of the rest is what compresses.
+#: camera noise it finds the same few matches as level 1 (output 2 % smaller here) at
+#: ~2.3x the speed; the entropy coding of the rest is what compresses.
 _ZSTD_FAST = {"strategy": zstandard.STRATEGY_FAST, "window_log": 17, "hash_log": 6, "search_log": 1,
               "min_match": 7, "target_length": 0}
 #: Threads encoding and compressing blocks while the calling thread writes.
