@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import xarray as xr
 
+from .._memory import release_free_memory
 from .._validation import InputError, check_option
 from ._parallel import default_workers
 from .registry import FEATURE_GROUPS, FEATURE_NAMES, FEATURES
@@ -318,6 +319,7 @@ def compute_features(
         ds.actsort.require("traces")
     if "spatial" in groups:
         ds.actsort.require("footprints")
+    release_free_memory()  # what the caller freed (e.g. a writer's buffers) is not our peak
     with ThreadPoolExecutor(max_workers=1) as side:
         # the spatial group is mostly numpy on one core: with threads to spare it runs beside the rest
         spatial = None

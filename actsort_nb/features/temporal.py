@@ -48,6 +48,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
+from .._memory import release_free_memory
 from .._validation import InputError, check_ndim, check_numeric
 from ._parallel import map_blocks
 from ._similarity import bound_dims, count_correlated, slow_part
@@ -285,6 +286,7 @@ def temporal_and_noise(x: np.ndarray, *, block: int = BLOCK, similarity: bool = 
     out = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 36))
     sigma = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
     if similarity and n > 1:
+        release_free_memory()  # the blocks' temporaries, before the pairwise pass
         bounds = None
         if parts[0][2] is not None:
             bounds = (np.concatenate([p[2][0] for p in parts]), np.concatenate([p[2][1] for p in parts]))

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
+from .._memory import release_free_memory
 from .._validation import InputError
 from .crops import MARGIN, boundary_mask, crop_footprints, crop_origins, crop_size
 from .events import N_EVENTS, top_events
@@ -186,6 +187,7 @@ def preprocess(
         seconds_stream=round(t2 - t1, 3),
         seconds_quantise=round(time.perf_counter() - t2, 3),
     )
+    release_free_memory()  # the pass's temporaries, before the features or the write
     if features:
         try:
             ds = add_features(ds)
