@@ -378,8 +378,15 @@ def _results(
     client,
     scheduler: str | None,
     workers: int | None,
+    reader_threads: int = 0,
 ) -> Iterator[dict]:
-    """Run the chunk tasks with a bounded window and yield their results in time order."""
+    """Run the chunk tasks with a bounded window and yield their results in time order.
+
+    Locally, ``workers`` threads compute and ``reader_threads`` more are added for
+    the time a thread waits on the file: h5py serialises the reads, so one thread
+    at a time can be blocked on the disk while the others keep every core busy
+    (cold 4.3 GB movie, three interleaved pairs: stream 7.0 s mean with 2 threads, 6.4 s with 2 + 1).
+    """
     if client is not None:
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         window = 2 * n_workers
@@ -401,7 +408,7 @@ def _results(
         for s in range(0, len(tasks), window):
             yield from dask.compute(*[t() for t in tasks[s : s + window]], scheduler=scheduler)
         return
-    n = workers or min(2, os.cpu_count() or 1)
+    n = (workers or min(2, os.cpu_count() or 1)) + reader_threads
     with ThreadPoolExecutor(max_workers=n) as pool:
         pending = deque()
         try:
@@ -446,7 +453,9 @@ def stream(
     scheduler : str, optional
         A dask scheduler name (``"threads"``, ``"processes"``, ``"synchronous"``).
     workers : int, optional
-        Threads of the default local executor (default: up to 2).
+        Threads computing in the default local executor (default: up to 2); when
+        the movie is read from an HDF5 file, one more thread keeps them fed while
+        another waits on the disk.
     chunk_frames : int, optional
         Frames per chunk; default keeps the reader's chunks or uses ~32 MB chunks.
     progress : bool
@@ -509,7 +518,8 @@ def stream(
     local = [local_task(i) for i in range(n_chunks)]
     moments = Moments()
     with tqdm(total=n_t, unit="frame", desc="pre-processing", disable=not progress, leave=False) as bar:
-        for i, part in enumerate(_results(tasks, local, client, scheduler, workers)):
+        reader_threads = 1 if source is not None and not isinstance(source, np.ndarray) else 0
+        for i, part in enumerate(_results(tasks, local, client, scheduler, workers, reader_threads)):
             if "clips" in part:  # computed elsewhere (dask scheduler or cluster): scatter here
                 rec = flat[index.span(starts[i], starts[i + 1])]  # one flat record index
                 clips_flat[rec] = part["clips"]
