@@ -378,6 +378,11 @@ class _RawFrames:
                 self._fd = None
         self._frame = int(np.prod(dset.shape[1:], dtype=np.int64)) * dset.dtype.itemsize
 
+    @property
+    def parallel(self) -> bool:
+        """Whether reads can run in several threads at once (else h5py serialises them)."""
+        return self._fd is not None
+
     def ranges(self, t0: int, t1: int) -> list[tuple[int, int]] | None:
         """``(offset, length)`` in the file of frames ``t0..t1``, merged; None if h5py must read them."""
         if self._fd is None:
@@ -469,9 +474,10 @@ def _results(
     """Run the chunk tasks with a bounded window and yield their results in time order.
 
     Locally, ``workers`` threads compute and ``reader_threads`` more are added for
-    the time a thread waits on the file, so the others keep every core busy (cold
-    4.3 GB movie read through h5py, three interleaved pairs: stream 7.0 s mean with
-    2 threads, 6.4 s with 2 + 1).
+    the time threads wait on the file, so the others keep every core busy (cold
+    4.3 GB movie, three interleaved pairs each: through h5py, stream 7.0 s mean with
+    2 threads, 6.4 s with 2 + 1; with raw reads 6.5 s with 2 + 1, 5.6 s with 2 + 2;
+    warm the same within the noise).
     """
     if client is not None:
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
@@ -540,8 +546,8 @@ def stream(
         A dask scheduler name (``"threads"``, ``"processes"``, ``"synchronous"``).
     workers : int, optional
         Threads computing in the default local executor (default: up to 2); when
-        the movie is read from an HDF5 file, one more thread keeps them fed while
-        another waits on the disk.
+        the movie is read from an HDF5 file, one or two more keep them fed while
+        others wait on the disk.
     chunk_frames : int, optional
         Frames per chunk; default keeps the reader's chunks or uses ~32 MB chunks.
     progress : bool
@@ -606,7 +612,8 @@ def stream(
     moments = Moments()
     try:
         with tqdm(total=n_t, unit="frame", desc="pre-processing", disable=not progress, leave=False) as bar:
-            reader_threads = 1 if raw is not None else 0
+            # threads that may be waiting on the disk: one through h5py (serialised), two with raw reads
+            reader_threads = 0 if raw is None else 2 if raw.parallel else 1
             for i, part in enumerate(_results(tasks, local, client, scheduler, workers, reader_threads)):
                 if "clips" in part:  # computed elsewhere (dask scheduler or cluster): scatter here
                     rec = flat[index.span(starts[i], starts[i + 1])]  # one flat record index
