@@ -218,7 +218,10 @@ def _exact_pairs(x, pi: np.ndarray, pj: np.ndarray, threshold: float, counts: np
 
 def _exact_dense(x, dense: list[int], block: int, low, rest, threshold: float, counts: np.ndarray,
                  workers: int | None) -> None:
-    """Add to ``counts`` the undecided pairs of the row blocks ``dense`` (many each), as tiled block products."""
+    """Add to ``counts`` the undecided pairs of the row blocks ``dense`` (many each), as tiled block products.
+
+    Without bounds (``low`` None) every pair of the upper triangle is undecided.
+    """
     n = x.shape[0]
     thr32 = np.float32(threshold)
     store = _UnitRowStore(x, None, workers)
@@ -227,9 +230,11 @@ def _exact_dense(x, dense: list[int], block: int, low, rest, threshold: float, c
         for s in dense:
             e = min(n, s + block)
             zs = store.get(s, e)
-            cl = (low[s:e] @ low[s:].T).astype(np.float64)
-            bound = rest[s:e, None] * rest[None, s:] + TOL
-            maybe = (cl - bound <= threshold) & (cl + bound > threshold) & _upper(e - s, n - s)
+            maybe = _upper(e - s, n - s)
+            if low is not None:
+                cl = (low[s:e] @ low[s:].T).astype(np.float64)
+                bound = rest[s:e, None] * rest[None, s:] + TOL
+                maybe &= (cl - bound <= threshold) & (cl + bound > threshold)
             for c in range(s, n, width):
                 m = maybe[:, c - s : min(n, c + width) - s]
                 cols = np.flatnonzero(m.any(axis=0))
@@ -281,17 +286,9 @@ def count_correlated(
     counts = np.zeros(n, np.int64)
     if n < 2:
         return counts
-    thr32 = np.float32(threshold)
     d = bound_dims(n_t)
     if d == 0:  # short traces: the full product is cheap
-        store = _UnitRowStore(x, None, workers)
-        z = store.get(0, n)
-        store.close()
-        for s in range(0, n, block):
-            e = min(n, s + block)
-            hit = (z[s:e] @ z[s:].T > thr32) & _upper(e - s, n - s)
-            counts[s:e] += hit.sum(axis=1)
-            counts[s:] += hit.sum(axis=0)
+        _exact_dense(x, list(range(0, n, block)), block, None, None, threshold, counts, workers)
         return counts
     if bounds is None:
         low = np.empty((n, d), np.float32)
