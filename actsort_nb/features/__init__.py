@@ -192,17 +192,17 @@ def describe_features(group: str | None = None):
     return df
 
 
-def _read(var: xr.DataArray, sl: slice | np.ndarray | None = None) -> np.ndarray:
-    """The values of ``var[sl]`` (a slice or indices along ``candidate``) as numpy: one read, in large blocks if lazy."""
+def _read(var: xr.DataArray, sl: slice | None = None) -> np.ndarray:
+    """The values of ``var[sl]`` (along ``candidate``) as numpy: one read, in large blocks if lazy."""
     return np.asarray((var if sl is None else var.isel(candidate=sl)).values)
 
 
 class _TraceRows:
     """``(candidate, time)`` traces read on demand, float32 and checked, never held whole.
 
-    ``rows[a:b]`` reads a block of candidates; ``rows[idx]`` (increasing integer
-    indices) the listed ones. The feature passes read in blocks, so memory follows
-    the block size, not the number of candidates times the movie's length.
+    ``rows[a:b]`` reads a block of candidates. The feature passes read in blocks
+    (feature 35 too: it picks the rows it needs out of each block), so memory
+    follows the block size, not the number of candidates times the movie's length.
     """
 
     def __init__(self, var: xr.DataArray):
@@ -214,8 +214,8 @@ class _TraceRows:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, item) -> np.ndarray:
-        return _as_traces(_read(self._var, item)).astype(np.float32, copy=False)
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        return _as_traces(_read(self._var, sl)).astype(np.float32, copy=False)
 
 
 def _spatial(ds: xr.Dataset) -> np.ndarray:
