@@ -359,73 +359,130 @@ def merge_moments(mean, m2, co, part_mean, part_m2, part_co, f: float, w: float)
     _merge_moments(mean, m2, *co, part_mean, part_m2, *part_co, float(f), float(w))
 
 
+@njit(inline="always")
+def _before(height, peaks, a, b):  # pragma: no cover - compiled
+    """Peak ``a`` comes before peak ``b``: higher, or as high and earlier."""
+    return height[a] > height[b] or (height[a] == height[b] and peaks[a] < peaks[b])
+
+
+@njit(inline="always")
+def _prominent(row, peak, thr):  # pragma: no cover - compiled
+    """scipy's ``_peak_prominences`` (no ``wlen``) ``>= thr``, as a test.
+
+    ``thr <= top - max(left_min, right_min)`` holds iff each side (within the peak's
+    basin, up to the first higher sample) has a value ``v`` with ``thr <= top - v``
+    (``fl(top - v)`` is monotone in ``v``), so each scan stops at the first such ``v``.
+    """
+    n = row.shape[0]
+    top = row[peak]
+    j = peak
+    while True:
+        if j < 0 or row[j] > top:
+            return False
+        if thr <= top - row[j]:
+            break
+        j -= 1
+    j = peak
+    while True:
+        if j > n - 1 or row[j] > top:
+            return False
+        if thr <= top - row[j]:
+            return True
+        j += 1
+
+
+@njit(inline="always")
+def _local_maxima(row, flag, peaks):  # pragma: no cover - compiled
+    """scipy's ``_local_maxima_1d`` (a plateau's peak is its middle), unordered; returns the count.
+
+    Strict peaks are flagged in a loop that vectorises and gathered without a branch;
+    plateaus entered from below (rare in measured traces) are then walked as scipy does.
+    """
+    n = row.shape[0]
+    plateaus = 0
+    for i in range(1, n - 1):
+        flag[i] = (row[i - 1] < row[i]) & (row[i] > row[i + 1])
+    for i in range(1, n - 1):
+        plateaus += (row[i - 1] < row[i]) & (row[i] == row[i + 1])
+    m = 0
+    for i in range(1, n - 1):
+        peaks[m] = i
+        m += flag[i]
+    if plateaus:
+        for i in range(1, n - 1):
+            if (row[i - 1] < row[i]) & (row[i] == row[i + 1]):
+                ahead = i + 1
+                while ahead < n - 1 and row[ahead] == row[i]:
+                    ahead += 1
+                if row[ahead] < row[i]:
+                    peaks[m] = (i + ahead - 1) // 2
+                    m += 1
+    return m
+
+
+#: Peaks of a trace put in order at a time, highest first (the next batch only if needed).
+_BATCH = 32
+
+
 @njit(nogil=True, cache=True)
 def _top_events(x, prominence, min_distance, out):  # pragma: no cover - compiled
     n_rows, n = x.shape
     n_keep = out.shape[1]
-    mids = np.empty(n, np.int64)
+    flag = np.zeros(max(n, 1), np.uint8)
+    peaks = np.empty(n, np.int64)
+    height = np.empty(n, np.float64)
+    batch = np.empty(_BATCH, np.int64)
     for r in range(n_rows):
         row = x[r]
-        # scipy.signal._peak_finding_utils._local_maxima_1d (plateaus: their middle)
-        m = 0
-        i = 1
-        i_max = n - 1
-        while i < i_max:
-            if row[i - 1] < row[i]:
-                i_ahead = i + 1
-                while i_ahead < i_max and row[i_ahead] == row[i]:
-                    i_ahead += 1
-                if row[i_ahead] < row[i]:
-                    mids[m] = (i + i_ahead - 1) // 2
-                    m += 1
-                    i = i_ahead
-            i += 1
-        # scipy's _peak_prominences (no wlen) then prominence >= thr. Only the test is
-        # needed: thr <= top - max(left_min, right_min) holds iff some value v on each side
-        # (within the peak's basin) has thr <= top - v (fl(top - v) is monotone in v), so
-        # each scan stops at the first such v: the same peaks, found in far fewer steps.
-        thr = prominence[r]
-        k = 0
-        for p in range(m):
-            peak = mids[p]
-            top = row[peak]
-            ok = False
-            j = peak
-            while j >= 0 and row[j] <= top:
-                if thr <= top - row[j]:
-                    ok = True
-                    break
-                j -= 1
-            if not ok:
-                continue
-            ok = False
-            j = peak
-            while j <= n - 1 and row[j] <= top:
-                if thr <= top - row[j]:
-                    ok = True
-                    break
-                j += 1
-            if ok:
-                mids[k] = peak
-                k += 1
-        if k == 0:
-            out[r, 0] = np.argmax(row)
-            continue
-        peaks = mids[:k]
-        # events._separated: highest first (ties: earliest), each more than min_distance from all kept
-        order = np.argsort(-row[peaks], kind="mergesort")
+        m = _local_maxima(row, flag, peaks)
+        for k in range(m):
+            height[k] = row[peaks[k]]
+        # events._separated over the prominent peaks, highest first (ties: earliest):
+        # a peak is kept iff it is prominent and farther than min_distance from every
+        # peak kept before it, so peaks are visited in that order and only those not
+        # already excluded by distance are tested for prominence, until n_keep are kept.
+        # The order comes in batches: the _BATCH highest peaks after the last one
+        # visited, by insertion (almost every peak fails the first comparison).
         kept = 0
-        for o in order:
-            ok = True
-            for q in range(kept):
-                if abs(peaks[o] - out[r, q]) <= min_distance:
-                    ok = False
-                    break
-            if ok:
-                out[r, kept] = peaks[o]
-                kept += 1
-                if kept == n_keep:
-                    break
+        last = -1
+        thr = prominence[r]
+        while kept < n_keep:
+            top = 0
+            floor = -np.inf  # height of the lowest peak in a full batch
+            for k in range(m):
+                h = height[k]
+                if h < floor:
+                    continue
+                if last >= 0 and not _before(height, peaks, last, k):
+                    continue  # visited already
+                if top == _BATCH and not _before(height, peaks, k, batch[top - 1]):
+                    continue
+                j = min(top, _BATCH - 1)
+                while j > 0 and _before(height, peaks, k, batch[j - 1]):
+                    batch[j] = batch[j - 1]
+                    j -= 1
+                batch[j] = k
+                top = min(top + 1, _BATCH)
+                if top == _BATCH:
+                    floor = height[batch[top - 1]]
+            if top == 0:
+                break
+            for i in range(top):
+                p = peaks[batch[i]]
+                near = False
+                for q in range(kept):
+                    if abs(p - out[r, q]) <= min_distance:
+                        near = True
+                        break
+                if not near and _prominent(row, p, thr):
+                    out[r, kept] = p
+                    kept += 1
+                    if kept == n_keep:
+                        break
+            last = batch[top - 1]
+        if kept == 0:
+            # no prominent peak at all (a peak near a kept one implies one was kept)
+            out[r, 0] = np.argmax(row)
 
 
 def top_events_block(x, prominence, min_distance: float, out) -> None:
