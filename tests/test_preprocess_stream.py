@@ -291,6 +291,32 @@ def test_gather_quantise_kernel_equals_numpy(dtype):
     assert not dest[np.setdiff1d(np.arange(230), rows)].any()
 
 
+@pytest.mark.parametrize("band_bytes", [1, 500, 1e6])  # one row per band, crops across bands, one band
+@pytest.mark.parametrize("dtype", ["<u2", ">i2", "<f4"])
+def test_moments_with_records_cut_the_same_crops(band_bytes, dtype):
+    """The pass cuts each band's share of the crops while computing that band's moments:
+    the same bytes as gather_quantise, and the same moments as without records."""
+    from actsort_nb.preprocess._kernels import gather_quantise
+
+    rng = np.random.default_rng(12)
+    block = rng.normal(300, 50, (10, 31, 26)).astype(dtype)
+    size, t0 = 9, 100
+    frame = np.sort(rng.integers(0, 10, 150)) + t0
+    origin = np.column_stack([rng.integers(0, 31 - size + 1, 150), rng.integers(0, 26 - size + 1, 150)])
+    rows = rng.permutation(150)
+    want, got = np.zeros((2, 150, size, size), np.uint8)
+    lo = np.zeros((2, 150))
+    sc = np.zeros((2, 150))
+    gather_quantise(block, t0, frame, origin, size, want, rows, lo[0], sc[0])
+    part = _moments(block, band_bytes, records=(t0, frame, origin, size, got, rows, lo[1], sc[1]))
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(lo[1], lo[0])
+    np.testing.assert_array_equal(sc[1], sc[0])
+    plain = _moments(block, band_bytes)
+    for key in ("max", "mean", "m2"):
+        np.testing.assert_array_equal(part[key], plain[key])
+
+
 def _quantise_snapshots_numpy(result, event_frame):
     """The numpy form of quantise_snapshots (the compiled kernel must give the same bytes)."""
     clips = result.clips.copy()

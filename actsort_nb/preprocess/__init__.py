@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from contextlib import nullcontext
 
 import numpy as np
 import xarray as xr
@@ -21,7 +22,7 @@ from .._validation import InputError
 from .crops import MARGIN, boundary_mask, crop_footprints, crop_origins, crop_size
 from .events import N_EVENTS, top_events
 from .sortset import SORTSET_SCHEMA, check_trace_step, open_sortset, write_sortset
-from .stream import CLIP_HALF, quantise_snapshots, stream
+from .stream import CLIP_HALF, prefetch, quantise_snapshots, stream
 
 __all__ = [
     "SORTSET_SCHEMA",
@@ -148,7 +149,8 @@ def preprocess(
     movie = candidates["movie"].transpose("time", "y", "x").data
 
     t0 = time.perf_counter()
-    event_frame = top_events(traces)
+    with prefetch(movie) if client is None and scheduler is None else nullcontext():
+        event_frame = top_events(traces)  # the disk reads the movie's start meanwhile
     side = int(crop) if crop is not None else crop_size(fp, fov)
     origins = crop_origins(candidates.actsort.centers(), side, fov)
     t1 = time.perf_counter()

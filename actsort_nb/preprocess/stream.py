@@ -29,8 +29,10 @@ instead of through dask.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._validation import InputError
-from ._kernels import chunk_moments, gather_quantise, merge_moments, requantise
+from ._kernels import chunk_moments, merge_moments, requantise
 
 __all__ = [
     "CLIP_HALF",
@@ -168,9 +170,8 @@ def chunk_task(block, t0: int, frame: np.ndarray, origin: np.ndarray, size: int)
     q = np.empty((m, size, size), np.uint8)
     lo = np.zeros(m)
     scale = np.zeros(m)
-    gather_quantise(block, t0, frame, origin, size, q, np.arange(m), lo, scale)
     out = {"clips": q, "lo": lo, "scale": scale}
-    out.update(_moments(block))
+    out.update(_moments(block, records=(t0, frame, origin, size, q, np.arange(m), lo, scale)))
     return out
 
 
@@ -199,16 +200,17 @@ def _quantise_records(crops: np.ndarray, batch: int = 4096):
     return q, lo, scale
 
 
-def _moments(block: np.ndarray, band_bytes: float = 1e6) -> dict:
+def _moments(block: np.ndarray, band_bytes: float = 1e6, records: tuple | None = None) -> dict:
     """Chunk moments: count, max, mean, centred squares and forward-neighbour co-moments.
 
     Computed by the compiled :func:`._kernels.chunk_moments` in bands of image rows
-    whose frames (about ``band_bytes``) stay in the CPU cache.
+    whose frames (about ``band_bytes``) stay in the CPU cache; with ``records``, the
+    snapshot crops are cut and quantised on the way (:func:`._kernels.chunk_moments`).
     """
     block = np.asarray(block)
     n_t, _, w = block.shape
     rows = int(max(1, band_bytes // max(1, n_t * w * block.dtype.itemsize)))
-    return chunk_moments(block, rows)
+    return chunk_moments(block, rows, records)
 
 
 class Moments:
@@ -377,6 +379,26 @@ class _RawFrames:
             except OSError:
                 self._fd = None
         self._frame = int(np.prod(dset.shape[1:], dtype=np.int64)) * dset.dtype.itemsize
+        self._frames_per_chunk = None if dset.chunks is None else int(dset.chunks[0])
+        self._offset = dset.id.get_offset() if dset.chunks is None else None  # contiguous: where it starts
+        self._chunk_offsets: dict[int, int | None] = {}
+        if self._fd is not None and dset.chunks is not None:
+            # every chunk's file offset in one walk of the chunk index (looking one up
+            # walks the index each time, holding h5py's lock: 0.5 s on the benchmark movie)
+            try:
+                dset.id.chunk_iter(lambda info: self._chunk_offsets.__setitem__(info.chunk_offset[0], info.byte_offset))
+            except Exception:  # noqa: BLE001 - an older HDF5 without H5Dchunk_iter: look up per chunk
+                self._chunk_offsets.clear()
+
+    @property
+    def fd(self) -> int | None:
+        """The file descriptor the frames are read through (None: h5py reads them)."""
+        return self._fd
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one frame."""
+        return self._frame
 
     @property
     def parallel(self) -> bool:
@@ -387,15 +409,17 @@ class _RawFrames:
         """``(offset, length)`` in the file of frames ``t0..t1``, merged; None if h5py must read them."""
         if self._fd is None:
             return None
-        d, fb = self._dset, self._frame
-        if d.chunks is None:
-            off = d.id.get_offset()
+        d, fb, ct = self._dset, self._frame, self._frames_per_chunk
+        if ct is None:
+            off = self._offset
             return None if off is None else [(off + t0 * fb, (t1 - t0) * fb)]
-        ct = d.chunks[0]
         tail = (0,) * (d.ndim - 1)
         out: list[tuple[int, int]] = []
         for tc in range(t0 // ct * ct, t1, ct):
-            off = d.id.get_chunk_info_by_coord((tc,) + tail).byte_offset
+            if tc in self._chunk_offsets:
+                off = self._chunk_offsets[tc]
+            else:
+                off = d.id.get_chunk_info_by_coord((tc,) + tail).byte_offset
             if off is None:  # never written: h5py gives the fill value
                 return None
             a, b = max(t0, tc), min(t1, tc + ct)
@@ -429,6 +453,45 @@ class _RawFrames:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+@contextmanager
+def prefetch(movie, max_bytes: float = 2e9) -> Iterator[None]:
+    """Have the disk read the movie's first frames (up to ``max_bytes``) while the block runs.
+
+    For the work before the pass (finding the events), which needs the CPU but not the
+    movie: a background thread asks the kernel to read the movie's first time chunks
+    into the page cache (``posix_fadvise(WILLNEED)``, one chunk at a time, stopping
+    when the block ends), so the pass starts on frames already in memory. Only for
+    movies the pass reads straight from their file (see :class:`_RawFrames`); a no-op
+    elsewhere. Costs no memory of the process (the page cache is the kernel's).
+    """
+    source = _array_source(movie) if isinstance(movie, da.Array) else None
+    raw = _RawFrames(source) if source is not None and not isinstance(source, np.ndarray) else None
+    if raw is None or not raw.parallel or not hasattr(os, "posix_fadvise"):
+        if raw is not None:
+            raw.close()
+        yield
+        return
+    stop = threading.Event()
+    step = max(1, default_chunk_frames(movie.shape, movie.dtype.itemsize))
+    n_frames = min(int(movie.shape[0]), int(max_bytes // max(1, raw.frame_bytes)))
+
+    def run():
+        for t0 in range(0, n_frames, step):
+            for off, size in raw.ranges(t0, min(n_frames, t0 + step)) or ():
+                if stop.is_set():
+                    return
+                os.posix_fadvise(raw.fd, off, size, os.POSIX_FADV_WILLNEED)
+
+    thread = threading.Thread(target=run, name="actsort-prefetch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        raw.close()
 
 
 def _direct_reader(source, dtype, max_frames: int, raw: _RawFrames | None = None) -> Callable:
@@ -598,8 +661,7 @@ def stream(
         sl = index.span(t0, t1)
 
         def run(block):
-            gather_quantise(block, t0, index.frame[sl], index.origin[sl], size, clips_flat, flat[sl], lo_flat, scale_flat)
-            return _moments(block)
+            return _moments(block, records=(t0, index.frame[sl], index.origin[sl], size, clips_flat, flat[sl], lo_flat, scale_flat))
 
         if read is not None:
             return lambda: read(t0, t1, run)
