@@ -478,3 +478,46 @@ def test_raw_frame_reads_equal_h5py_for_every_layout(tmp_path):
                 r.close()
     assert raw_read == {"contiguous": True, "chunks2": True, "chunks5": True, "spatial": False, "gzip": False,
                         "holes": False}
+
+
+def test_prefetch_asks_the_kernel_for_the_movie_start_in_order(tmp_path, monkeypatch):
+    """While the events are found, a thread asks the kernel to read the first chunks of a movie
+    the pass reads from its file (within max_bytes, in file order); anything else is left alone."""
+    import importlib
+    import os
+    import threading
+
+    import h5py
+
+    from actsort_nb.io import open_movie
+    from actsort_nb.preprocess.stream import _RawFrames, prefetch
+
+    stream_mod = importlib.import_module("actsort_nb.preprocess.stream")
+
+    x = np.zeros((300, 16, 20), np.uint16)
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        f.create_dataset("mov", data=x, chunks=(10, 16, 20))
+    calls = []
+    done = threading.Event()
+
+    def fadvise(fd, offset, length, advice):
+        calls.append((offset, length, advice))
+        if len(calls) == 4:  # frames 0-9, 10-19, 20-29, 30-34
+            done.set()
+
+    monkeypatch.setattr(stream_mod.os, "posix_fadvise", fadvise, raising=False)
+    monkeypatch.setattr(stream_mod, "default_chunk_frames", lambda shape, itemsize: 10)
+    mov = open_movie(tmp_path / "m.h5", dataset="mov")
+    frame = 16 * 20 * 2
+    with prefetch(mov, max_bytes=35 * frame):
+        assert done.wait(10)
+    with h5py.File(tmp_path / "m.h5", "r") as f:
+        raw = _RawFrames(f["mov"])
+        want = [r for t0 in range(0, 35, 10) for r in raw.ranges(t0, min(35, t0 + 10))]
+        raw.close()
+    assert [(o, n) for o, n, _ in calls] == want  # the first 35 frames, chunk by chunk
+    assert {a for *_, a in calls} == {os.POSIX_FADV_WILLNEED}
+    calls.clear()
+    with prefetch(da.from_array(x, chunks=(10, 16, 20))):  # a numpy movie: nothing to read
+        pass
+    assert calls == []
