@@ -43,7 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._validation import InputError
-from ._kernels import chunk_moments, merge_moments, requantise
+from ._kernels import _native_dtype, chunk_moments, merge_moments, requantise
 
 __all__ = [
     "CLIP_HALF",
@@ -200,7 +200,7 @@ def _quantise_records(crops: np.ndarray, batch: int = 4096):
     return q, lo, scale
 
 
-def _moments(block: np.ndarray, band_bytes: float = 1e6, records: tuple | None = None) -> dict:
+def _moments(block: np.ndarray, band_bytes: float = 1e6, records: tuple | None = None, stage=None) -> dict:
     """Chunk moments: count, max, mean, centred squares and forward-neighbour co-moments.
 
     Computed by the compiled :func:`._kernels.chunk_moments` in bands of image rows
@@ -210,7 +210,7 @@ def _moments(block: np.ndarray, band_bytes: float = 1e6, records: tuple | None =
     block = np.asarray(block)
     n_t, _, w = block.shape
     rows = int(max(1, band_bytes // max(1, n_t * w * block.dtype.itemsize)))
-    return chunk_moments(block, rows, records)
+    return chunk_moments(block, rows, records, stage)
 
 
 class Moments:
@@ -616,8 +616,9 @@ def stream(
     progress : bool
         Show a tqdm progress bar.
     max_record_bytes : float
-        Chunks whose snapshot crops would exceed this many bytes are split in time,
-        so a short movie (where every candidate's events share a chunk) stays bounded.
+        Chunks whose snapshot crops (uint8, plus their raw pixels while they are cut)
+        would exceed this many bytes are split in time, so a short movie (where every
+        candidate's events share a chunk) stays bounded.
 
     Returns
     -------
@@ -634,7 +635,9 @@ def stream(
     n, n_ev = ev.shape
     clip_len = 2 * CLIP_HALF + 1
     index = snapshot_index(ev, origins, n_t)
-    movie = _cap_records(movie, index, max(1, int(max_record_bytes // (size * size))))
+    # a record takes size² bytes in the output and, while its chunk is cut, size² raw pixels
+    per_record = size * size * (1 + _native_dtype(movie.dtype).itemsize)
+    movie = _cap_records(movie, index, max(1, int(max_record_bytes // per_record)))
     clips = np.zeros((n, n_ev, clip_len, size, size), np.uint8)
     lo = np.zeros((n, n_ev, clip_len))
     scale = np.zeros((n, n_ev, clip_len))
@@ -650,6 +653,8 @@ def stream(
         return lambda: dask.delayed(chunk_task, pure=True)(movie.blocks[i], *args(i))
 
     lo_flat, scale_flat = lo.reshape(-1), scale.reshape(-1)
+    max_records = int(np.diff(np.searchsorted(index.frame, starts)).max(initial=0))
+    stages = threading.local()
     raw = _RawFrames(source) if source is not None and not isinstance(source, np.ndarray) else None
     read = _direct_reader(source, movie.dtype, max(movie.chunks[0], default=1), raw) if source is not None else None
 
@@ -661,7 +666,11 @@ def stream(
         sl = index.span(t0, t1)
 
         def run(block):
-            return _moments(block, records=(t0, index.frame[sl], index.origin[sl], size, clips_flat, flat[sl], lo_flat, scale_flat))
+            stage = getattr(stages, "buffer", None)
+            if stage is None:  # one per thread, reused: no fresh allocation per chunk
+                stage = stages.buffer = np.empty((max_records, size, size), _native_dtype(block.dtype))
+            records = (t0, index.frame[sl], index.origin[sl], size, clips_flat, flat[sl], lo_flat, scale_flat)
+            return _moments(block, records=records, stage=stage)
 
         if read is not None:
             return lambda: read(t0, t1, run)
