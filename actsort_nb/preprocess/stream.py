@@ -21,7 +21,8 @@ Speed (see ``benchmarks/preprocess.py``): the crop gather + per-record quantisat
 the moment merge and the final re-quantisation are compiled loops
 (:mod:`._kernels`, numba, GIL released) that reproduce the numpy arithmetic byte for
 byte; the chunk moments are a compiled loop too, over bands of rows that stay in the
-CPU cache (equal to the numpy form up to float32 rounding); with the default local executor the worker threads write their records straight
+CPU cache (equal to the numpy form up to float32 rounding), which cuts each band's
+share of the crops while the band is there; with the default local executor the worker threads write their records straight
 into the output, and a movie that is a plain ``from_array`` of an HDF5 dataset (what
 ``actsort_nb.io.open_movie`` returns) is read with ``read_direct`` into reused buffers
 instead of through dask.
@@ -178,9 +179,9 @@ def chunk_task(block, t0: int, frame: np.ndarray, origin: np.ndarray, size: int)
 def _quantise_records(crops: np.ndarray, batch: int = 4096):
     """Quantise each ``(cy, cx)`` crop to uint8 with its own range (error ≤ scale / 2).
 
-    The numpy reference of the compiled :func:`._kernels.gather_quantise` (which the
-    pass uses, and which the tests hold to these exact bytes). Works through
-    ``batch`` crops at a time in float32.
+    The numpy reference of the compiled :func:`._kernels.gather_quantise` and of the
+    crops :func:`._kernels.chunk_moments` cuts in the pass (the tests hold both to these
+    exact bytes). Works through ``batch`` crops at a time in float32.
     """
     m = len(crops)
     q = np.empty(crops.shape, np.uint8)
