@@ -366,7 +366,8 @@ def test_fused_merge_equals_numpy_merge():
         acc.add(part)
         nb = part["n"]
         if n == 0:
-            mean, m2, co, n = part["mean"].copy(), part["m2"].copy(), [c.copy() for c in part["co"]], nb
+            mean, m2, n = part["mean"].copy(), part["m2"].astype(np.float64), nb
+            co = [c.astype(np.float64) for c in part["co"]]
             continue
         delta = part["mean"] - mean
         w = n * nb / (n + nb)

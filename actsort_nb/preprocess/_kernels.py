@@ -368,14 +368,16 @@ def chunk_moments(block: np.ndarray, rows: int, records: tuple | None = None, st
     -------
     dict
         ``n``, ``max`` (the block's dtype, or float32 for non-native/half/bool input),
-        ``mean``, ``m2`` (float64 arrays) and ``co``: the 4 co-moment arrays
-        (right, down, down-right, down-left) as in :class:`..stream.Moments`.
+        ``mean`` (float64), ``m2`` and ``co``: the centred squares and the 4 co-moment
+        arrays (right, down, down-right, down-left; float32, as summed) as in
+        :class:`..stream.Moments`.
     """
     block = _native(block)
     n_t, h, w = block.shape
     mean = np.empty((h, w))
-    m2 = np.empty((h, w))
-    co = (np.empty((h, w - 1)), np.empty((h - 1, w)), np.empty((h - 1, w - 1)), np.empty((h - 1, w - 1)))
+    f4 = np.float32  # the band loop sums these in float32: storing them wider would only cost the merge
+    m2 = np.empty((h, w), f4)
+    co = (np.empty((h, w - 1), f4), np.empty((h - 1, w), f4), np.empty((h - 1, w - 1), f4), np.empty((h - 1, w - 1), f4))
     mx = np.empty((h, w), block.dtype)
     if records is not None and len(records[1]):
         t0, frame, origin, size, dest, dest_row, lo_out, scale_out = records

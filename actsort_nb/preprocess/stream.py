@@ -245,7 +245,8 @@ class Moments:
             return
         if self.n == 0:
             self.n, self.max, self.mean = nb, part["max"].copy(), part["mean"].copy()
-            self.m2, self.co = part["m2"].copy(), [c.copy() for c in part["co"]]
+            self.m2 = part["m2"].astype(np.float64)
+            self.co = [c.astype(np.float64) for c in part["co"]]
             return
         na, n = self.n, self.n + nb
         # fused form of: delta = mean_b - mean; w = na * nb / n; mean += delta * (nb / n);
