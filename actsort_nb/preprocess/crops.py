@@ -2,8 +2,8 @@
 
 ActSort crops each cell's bounding box ± 7 px (grown to include neighbours), so its
 crops have ragged sizes. Here every candidate gets the same ``size × size`` crop:
-the size is the bounding box ± ``margin`` of (nearly) the largest footprint,
-clipped to ``[min_size, max_size]``; each crop is centred on the candidate centre
+the size is the bounding box ± ``margin`` of the median footprint (see
+:func:`crop_size`), clipped to ``[min_size, max_size]``; each crop is centred on the candidate centre
 and shifted to stay inside the field of view. Stacked crops chunk per candidate
 on disk and need no per-candidate bookkeeping in the browser.
 """
@@ -57,7 +57,7 @@ def crop_size(
     max_size: int = 48,
     level: float = 0.05,
 ) -> int:
-    """One crop side for all candidates: bounding box ± ``margin`` of the large footprints.
+    """One crop side for all candidates: bounding box ± ``margin`` of a typical footprint.
 
     Parameters
     ----------
@@ -69,7 +69,10 @@ def crop_size(
         Pixels around the bounding box (ActSort: 7).
     quantile : float
         Which quantile of the candidates' extents sets the size (1.0 = the largest).
-        The default 0.99 keeps one neuropil-sized candidate from enlarging every crop.
+        The default 0.5 (the median) fits a typical cell with ActSort's margin; a
+        larger candidate (neuropil, merged cells) fills its crop and is cut at its
+        edges in the snapshots (the panel's field-of-view map shows it whole). Higher
+        quantiles show more of them, at the cost of side² bytes for every candidate.
     min_size, max_size : int
         Sane range of the side.
     level : float
