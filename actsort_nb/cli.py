@@ -73,6 +73,8 @@ def _add_preprocess(sub) -> None:
     p = sub.add_parser(
         "preprocess",
         help="stream a movie once and write the sort set (events, snapshots, summary images, features)",
+        description="Stream a movie once and write the sort set. The pass saves its progress beside the output "
+        "every minute; re-run the same command after an interruption to resume it.",
     )
     p.add_argument("movie", help="the motion-corrected movie (HDF5, TIFF, .npy) the candidates were extracted from")
     p.add_argument("extraction", help="extraction output (EXTRACT .mat, CaImAn .hdf5, Suite2p plane folder, NWB, regions.json)")

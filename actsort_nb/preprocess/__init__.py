@@ -5,7 +5,8 @@
 streams the movie once in time chunks gathering every snapshot clip and the max,
 mean and local-correlation images (:mod:`.stream`), quantises the clips to uint8,
 adds the 76 features (:mod:`actsort_nb.features`) and optionally writes the result
-as an HDF5 sort set (:mod:`.sortset`) that :func:`open_sortset` reopens lazily.
+as an HDF5 sort set (:mod:`.sortset`) that :func:`open_sortset` reopens lazily; with an
+output file the pass saves its progress and an interrupted run resumes (:mod:`.checkpoint`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import xarray as xr
 
 from .._memory import release_free_memory
 from .._validation import InputError
+from .checkpoint import checkpoint_path
 from .crops import MARGIN, boundary_mask, crop_footprints, crop_origins, crop_size
 from .events import N_EVENTS, top_events
 from .sortset import SORTSET_SCHEMA, check_trace_step, open_sortset, write_sortset
@@ -87,7 +89,9 @@ def preprocess(
     candidates : xarray.Dataset
         A CandidateSet with ``footprints``, ``traces`` and a lazy ``movie``.
     out : str or PathLike, optional
-        Write the sort set here (HDF5, replaced atomically once complete).
+        Write the sort set here (HDF5, replaced atomically once complete). The pass
+        saves its progress beside it every minute (``.<name>.pass.h5``); a rerun
+        after an interruption resumes from there (:mod:`.checkpoint`).
     client : dask.distributed.Client, optional
         Spread the time chunks over this cluster's workers.
     scheduler : str, optional
@@ -164,6 +168,7 @@ def preprocess(
         workers=workers,
         chunk_frames=chunk_frames,
         progress=progress,
+        checkpoint=None if out is None else checkpoint_path(out),
     )
     t2 = time.perf_counter()
     snapshots, scale, offset = quantise_snapshots(result, event_frame)
@@ -200,4 +205,5 @@ def preprocess(
             )
     if out is not None:
         write_sortset(ds, out, trace_step=trace_step)
+        checkpoint_path(out).unlink(missing_ok=True)  # the pass's progress is in the sort set now
     return ds

@@ -58,7 +58,8 @@ Schema 1 files (``traces`` as ``uint16`` per-candidate range quantisation,
 
 Writes go to a temporary file beside the target, which is renamed over it only
 once complete (``complete`` is the last attribute written): an interrupted run
-never leaves a half-written sort set under the requested name. The encoders are
+never leaves a half-written sort set under the requested name (the streaming pass
+before it resumes from its own checkpoint, :mod:`.checkpoint`). The encoders are
 compiled (numba, GIL released) and run on a second thread while the first one
 compresses and writes the previous block.
 """

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ from tqdm.auto import tqdm
 
 from .._validation import InputError
 from ._kernels import _native_dtype, chunk_moments, merge_moments, requantise
+from .checkpoint import PassCheckpoint, fingerprint
 
 __all__ = [
     "CLIP_HALF",
@@ -347,6 +349,15 @@ def _array_source(movie: da.Array):
     return None
 
 
+def _movie_identity(movie: da.Array):
+    """What identifies a movie across processes: its file (path, dataset, size, mtime) or dask's name."""
+    source = _array_source(movie)
+    if source is not None and not isinstance(source, np.ndarray):
+        st = os.stat(source.file.filename)
+        return [os.path.abspath(source.file.filename), source.name, st.st_size, st.st_mtime_ns]
+    return movie.name  # deterministic for the same graph; else the checkpoint is never matched (safe)
+
+
 class _RawFrames:
     """Frames of an uncompressed HDF5 dataset read straight from the file (``os.preadv``).
 
@@ -592,6 +603,8 @@ def stream(
     chunk_frames: int | None = None,
     progress: bool = True,
     max_record_bytes: float = 64e6,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: float = 60.0,
 ) -> StreamResult:
     """One pass over ``movie``: all candidates' snapshot clips and the summary images.
 
@@ -621,6 +634,12 @@ def stream(
         Chunks whose snapshot crops (uint8, plus their raw pixels while they are cut)
         would exceed this many bytes are split in time, so a short movie (where every
         candidate's events share a chunk) stays bounded.
+    checkpoint : str or PathLike, optional
+        Save the pass's progress here every ``checkpoint_every`` seconds and, if a
+        checkpoint of the same inputs is there, resume from it
+        (:mod:`.checkpoint`; the caller removes the file when done with it).
+    checkpoint_every : float
+        Seconds between saves.
 
     Returns
     -------
@@ -631,6 +650,7 @@ def stream(
     if not isinstance(movie, da.Array):
         movie = da.from_array(movie, chunks=(default_chunk_frames(np.shape(movie), np.dtype(movie.dtype).itemsize), -1, -1))
     source = _array_source(movie) if client is None and scheduler is None else None
+    identity = _movie_identity(movie) if checkpoint is not None else None
     movie = _time_chunks(movie, chunk_frames)
     n_t = int(movie.shape[0])
     ev = np.asarray(event_frame)
@@ -680,14 +700,23 @@ def stream(
         return lambda: run(np.asarray(block.compute(scheduler="synchronous")))
 
     n_chunks = len(movie.chunks[0])
-    tasks = [delayed_task(i) for i in range(n_chunks)]
-    local = [local_task(i) for i in range(n_chunks)]
     moments = Moments()
+    first, saver = 0, None
+    if checkpoint is not None:
+        key = fingerprint(identity, ev, np.asarray(origins), starts,
+                          size=int(size), clip_half=CLIP_HALF, dtype=str(movie.dtype), shape=list(movie.shape))
+        saver = PassCheckpoint(checkpoint, key, checkpoint_every)
+        first = saver.load(moments, clips_flat, lo_flat, scale_flat, flat)
+    record_bounds = np.searchsorted(index.frame, starts)
+    tasks = [delayed_task(i) for i in range(first, n_chunks)]
+    local = [local_task(i) for i in range(first, n_chunks)]
     try:
-        with tqdm(total=n_t, unit="frame", desc="pre-processing", disable=not progress, leave=False) as bar:
+        with tqdm(total=n_t, initial=int(starts[first]), unit="frame", desc="pre-processing", disable=not progress,
+                  leave=False) as bar:
             # threads that may be waiting on the disk: one through h5py (serialised), two with raw reads
             reader_threads = 0 if raw is None else 2 if raw.parallel else 1
-            for i, part in enumerate(_results(tasks, local, client, scheduler, workers, reader_threads)):
+            results = _results(tasks, local, client, scheduler, workers, reader_threads)
+            for i, part in enumerate(results, start=first):
                 if "clips" in part:  # computed elsewhere (dask scheduler or cluster): scatter here
                     rec = flat[index.span(starts[i], starts[i + 1])]  # one flat record index
                     clips_flat[rec] = part["clips"]
@@ -695,6 +724,13 @@ def stream(
                     scale_flat[rec] = part["scale"]
                 moments.add(part)
                 bar.update(int(part["n"]))
+                if saver is not None and i + 1 < n_chunks and saver.due():
+                    try:
+                        saver.save(i + 1, int(record_bounds[i + 1]), moments, clips_flat, lo_flat, scale_flat, flat)
+                    except OSError as exc:  # e.g. a full disk: the pass goes on, unsaved
+                        warnings.warn(f"{saver.path}: cannot save the pass's progress ({exc}); going on without.",
+                                      stacklevel=2)
+                        saver = None
     finally:
         if raw is not None:
             raw.close()
