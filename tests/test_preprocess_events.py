@@ -136,3 +136,26 @@ def test_compiled_event_loop_equals_scipy_on_transients():
         top_events_block(x, prominence, n_t * 0.01, got)
         _top_events_reference(x, prominence, n_t * 0.01, want)
         np.testing.assert_array_equal(got, want, err_msg=f"{n_spikes} transients")
+
+
+def test_top_events_prepares_each_trace_as_actsort_does():
+    """top_events (each row prepared inside the compiled loop) picks the frames of the numpy
+    preparation (float64, edges zeroed, shifted non-negative, prominence = s.d.) + scipy."""
+    from actsort_nb.preprocess.events import _top_events_reference
+
+    rng = np.random.default_rng(8)
+    n_t = 1500
+    kernel = np.exp(-np.arange(300) / 60.0)
+    spikes = (rng.random((120, n_t)) < 0.004) * rng.uniform(2, 20, (120, n_t))
+    traces = np.array([np.convolve(s, kernel)[:n_t] for s in spikes]) + rng.normal(0, 0.4, (120, n_t)) - 1.0
+    traces = traces.astype(np.float32)
+    traces[5] = 0  # flat
+    traces[6, 3] = 50  # a peak inside the zeroed edge
+    x = traces.astype(np.float64)
+    x[:, :EDGE_FRAMES] = 0
+    x[:, n_t - EDGE_FRAMES :] = 0
+    x -= np.minimum(0.0, x.min(axis=1, keepdims=True))
+    want = np.full((120, 5), -1, np.int32)
+    _top_events_reference(x, np.maximum(x.std(axis=1), 1e-300), n_t * 0.01, want)
+    np.testing.assert_array_equal(top_events(traces), want)
+    np.testing.assert_array_equal(top_events(traces.astype(np.float64)), want)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["chunk_moments", "gather_quantise", "merge_moments", "requantise", "top_events_block"]
+__all__ = ["chunk_moments", "gather_quantise", "merge_moments", "requantise", "top_events_block", "top_events_traces"]
 
 
 _MAGIC = np.float32(12582912.0)  # 1.5 * 2**23: adding and subtracting it rounds half to even
@@ -488,65 +488,121 @@ def _local_maxima(row, flag, peaks):  # pragma: no cover - compiled
 _BATCH = 32
 
 
+@njit(inline="always")
+def _row_events(row, thr, min_distance, out, flag, peaks, height, batch):  # pragma: no cover - compiled
+    n_keep = out.shape[0]
+    m = _local_maxima(row, flag, peaks)
+    for k in range(m):
+        height[k] = row[peaks[k]]
+    # events._separated over the prominent peaks, highest first (ties: earliest):
+    # a peak is kept iff it is prominent and farther than min_distance from every
+    # peak kept before it, so peaks are visited in that order and only those not
+    # already excluded by distance are tested for prominence, until n_keep are kept.
+    # The order comes in batches: the _BATCH highest peaks after the last one
+    # visited, by insertion (almost every peak fails the first comparison).
+    kept = 0
+    last = -1
+    while kept < n_keep:
+        top = 0
+        floor = -np.inf  # height of the lowest peak in a full batch
+        for k in range(m):
+            h = height[k]
+            if h < floor:
+                continue
+            if last >= 0 and not _before(height, peaks, last, k):
+                continue  # visited already
+            if top == _BATCH and not _before(height, peaks, k, batch[top - 1]):
+                continue
+            j = min(top, _BATCH - 1)
+            while j > 0 and _before(height, peaks, k, batch[j - 1]):
+                batch[j] = batch[j - 1]
+                j -= 1
+            batch[j] = k
+            top = min(top + 1, _BATCH)
+            if top == _BATCH:
+                floor = height[batch[top - 1]]
+        if top == 0:
+            break
+        for i in range(top):
+            p = peaks[batch[i]]
+            near = False
+            for q in range(kept):
+                if abs(p - out[q]) <= min_distance:
+                    near = True
+                    break
+            if not near and _prominent(row, p, thr):
+                out[kept] = p
+                kept += 1
+                if kept == n_keep:
+                    break
+        last = batch[top - 1]
+    if kept == 0:
+        # no prominent peak at all (a peak near a kept one implies one was kept)
+        out[0] = np.argmax(row)
+
+
 @njit(nogil=True, cache=True)
 def _top_events(x, prominence, min_distance, out):  # pragma: no cover - compiled
-    n_rows, n = x.shape
-    n_keep = out.shape[1]
+    n = x.shape[1]
     flag = np.zeros(max(n, 1), np.uint8)
     peaks = np.empty(n, np.int64)
     height = np.empty(n, np.float64)
     batch = np.empty(_BATCH, np.int64)
-    for r in range(n_rows):
-        row = x[r]
-        m = _local_maxima(row, flag, peaks)
-        for k in range(m):
-            height[k] = row[peaks[k]]
-        # events._separated over the prominent peaks, highest first (ties: earliest):
-        # a peak is kept iff it is prominent and farther than min_distance from every
-        # peak kept before it, so peaks are visited in that order and only those not
-        # already excluded by distance are tested for prominence, until n_keep are kept.
-        # The order comes in batches: the _BATCH highest peaks after the last one
-        # visited, by insertion (almost every peak fails the first comparison).
-        kept = 0
-        last = -1
-        thr = prominence[r]
-        while kept < n_keep:
-            top = 0
-            floor = -np.inf  # height of the lowest peak in a full batch
-            for k in range(m):
-                h = height[k]
-                if h < floor:
-                    continue
-                if last >= 0 and not _before(height, peaks, last, k):
-                    continue  # visited already
-                if top == _BATCH and not _before(height, peaks, k, batch[top - 1]):
-                    continue
-                j = min(top, _BATCH - 1)
-                while j > 0 and _before(height, peaks, k, batch[j - 1]):
-                    batch[j] = batch[j - 1]
-                    j -= 1
-                batch[j] = k
-                top = min(top + 1, _BATCH)
-                if top == _BATCH:
-                    floor = height[batch[top - 1]]
-            if top == 0:
-                break
-            for i in range(top):
-                p = peaks[batch[i]]
-                near = False
-                for q in range(kept):
-                    if abs(p - out[r, q]) <= min_distance:
-                        near = True
-                        break
-                if not near and _prominent(row, p, thr):
-                    out[r, kept] = p
-                    kept += 1
-                    if kept == n_keep:
-                        break
-            last = batch[top - 1]
-        if kept == 0:
-            # no prominent peak at all (a peak near a kept one implies one was kept)
-            out[r, 0] = np.argmax(row)
+    for r in range(x.shape[0]):
+        _row_events(x[r], prominence[r], min_distance, out[r], flag, peaks, height, batch)
+
+
+@njit(nogil=True, cache=True)
+def _top_events_traces(traces, edge, min_distance, out):  # pragma: no cover - compiled
+    n = traces.shape[1]
+    row = np.empty(n, np.float64)
+    flag = np.zeros(max(n, 1), np.uint8)
+    peaks = np.empty(n, np.int64)
+    height = np.empty(n, np.float64)
+    batch = np.empty(_BATCH, np.int64)
+    for r in range(traces.shape[0]):
+        src = traces[r]
+        for j in range(n):
+            row[j] = np.float64(src[j])
+        for j in range(n):
+            if not np.isfinite(row[j]):
+                return r
+        for j in range(min(edge, n)):
+            row[j] = 0.0
+        for j in range(max(edge, n - edge), n):
+            row[j] = 0.0
+        lo = row[0]
+        for j in range(n):
+            lo = row[j] if row[j] < lo else lo
+        if lo < 0:
+            for j in range(n):
+                row[j] -= lo
+        mean = 0.0
+        for j in range(n):
+            mean += row[j]
+        mean /= n
+        ss = 0.0
+        for j in range(n):
+            d = row[j] - mean
+            ss += d * d
+        thr = np.sqrt(ss / n)
+        _row_events(row, thr if thr > 1e-300 else 1e-300, min_distance, out[r], flag, peaks, height, batch)
+    return -1
+
+
+def top_events_traces(traces, edge: int, min_distance: float, out) -> int:
+    """:func:`actsort_nb.preprocess.events.top_events` on raw ``(rows, time)`` traces, one row at a time.
+
+    Each row is prepared as ActSort does (float64, the first and last ``edge`` frames
+    zeroed, shifted non-negative, prominence threshold = its s.d., summed in order
+    rather than numpy's pairwise order) in a buffer of one row, then searched with
+    the same loop as :func:`top_events_block`. ``out`` ``(rows, n_events)`` int32
+    prefilled with -1. Returns the first row holding NaN/inf (stopping there), or -1.
+    """
+    x = np.asarray(traces)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    return int(_top_events_traces(np.ascontiguousarray(x), np.int64(edge), float(min_distance), out))
 
 
 def top_events_block(x, prominence, min_distance: float, out) -> None:

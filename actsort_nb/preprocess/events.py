@@ -16,7 +16,7 @@ import numpy as np
 import scipy.signal
 
 from .._validation import InputError, check_ndim
-from ._kernels import top_events_block
+from ._kernels import top_events_traces
 from .stream import _array_source
 
 __all__ = ["EDGE_FRAMES", "N_EVENTS", "top_events"]
@@ -88,20 +88,15 @@ def top_events(
     # a plain dask view of an HDF5 dataset / numpy array is sliced directly (no scheduler per block)
     source = _array_source(traces) if isinstance(traces, da.Array) else None
     source = traces if source is None else source
-    block = max(1, int(2**23 // max(n_t, 1)))  # ~64 MB of float64 per block of candidates
-    def find(x: np.ndarray, dest: np.ndarray) -> None:
-        x = np.array(x, dtype=np.float64)  # our own float64 copy: one conversion pass, no second copy
-        if not np.isfinite(x.sum(axis=1)).all() and not np.isfinite(x).all():  # the sum is a cheap first test
-            raise InputError("traces hold NaN/inf values; replace them (e.g. with 0) before pre-processing.")
-        x[:, :edge] = 0
-        x[:, max(edge, n_t - edge) :] = 0
-        x -= np.minimum(0.0, x.min(axis=1, keepdims=True))  # shift non-negative
-        prominence = np.maximum(x.std(axis=1), 1e-300)
-        top_events_block(x, prominence, min_distance, dest)
+    block = max(1, int(2**23 // max(n_t, 1)))  # ~32 MB of float32 traces per block of candidates
 
-    # Two threads each take half of a block of rows (the compiled loop and numpy's
-    # reductions release the GIL, so the float64 copy and statistics run in parallel
-    # too) while this thread reads the next block.
+    def find(x: np.ndarray, dest: np.ndarray) -> None:
+        if top_events_traces(x, edge, min_distance, dest) >= 0:
+            raise InputError("traces hold NaN/inf values; replace them (e.g. with 0) before pre-processing.")
+
+    # Two threads each take half of a block of rows (the compiled loop prepares one
+    # row at a time in a buffer of its own and releases the GIL) while this thread
+    # reads the next block.
     two = (os.cpu_count() or 1) > 1
     with ThreadPoolExecutor(max_workers=2 if two else 1) as pool:
         running: list = []
