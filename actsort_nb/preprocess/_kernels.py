@@ -606,10 +606,11 @@ def top_events_traces(traces, edge: int, min_distance: float, out) -> int:
 
 
 def top_events_block(x, prominence, min_distance: float, out) -> None:
-    """:func:`actsort_nb.preprocess.events.top_events`'s per-trace loop, compiled (same frames).
+    """The peak search of :func:`top_events_traces` on traces already prepared, with given thresholds.
 
-    ``x`` ``(rows, time)`` float64 prepared traces, ``prominence`` ``(rows,)`` thresholds,
-    ``out`` ``(rows, n_events)`` int32 prefilled with -1.
+    What the tests hold to ``scipy.signal.find_peaks`` + the separation rule (same
+    frames). ``x`` ``(rows, time)`` float64 prepared traces, ``prominence`` ``(rows,)``
+    thresholds, ``out`` ``(rows, n_events)`` int32 prefilled with -1.
     """
     _top_events(np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(prominence, dtype=np.float64),
                 float(min_distance), out)
