@@ -458,19 +458,16 @@ def _filtered_chunks(dset: h5py.Dataset, x: np.ndarray) -> list[bytes]:
     """
     rows = dset.chunks[0]
     item = x.dtype.itemsize
-    pieces = []
+    params = zstandard.ZstdCompressionParameters(**_ZSTD_FAST, write_content_size=True)
+    compress = zstandard.ZstdCompressor(compression_params=params).compress  # one call per chunk: faster
+    out = []  # than multi_compress_to_buffer here (~400 vs ~330 MB/s), and no copies of its output
     for s in range(0, x.shape[0], rows):
         c = x[s : s + rows]
         if c.shape[0] < rows:
             c = np.concatenate([c, np.zeros((rows - c.shape[0],) + c.shape[1:], c.dtype)])
-        b = np.ascontiguousarray(c).view(np.uint8)
-        pieces.append((b.reshape(-1, item).T if item > 1 else b).tobytes())
-    params = zstandard.ZstdCompressionParameters(**_ZSTD_FAST, write_content_size=True)
-    packed = zstandard.ZstdCompressor(compression_params=params).multi_compress_to_buffer(pieces, threads=1)
-    out = []
-    for i in range(len(packed)):
-        z = np.frombuffer(packed[i], np.uint8)
-        out.append(z.tobytes() + int(_fletcher32(z)).to_bytes(4, "little"))
+        b = np.ascontiguousarray(c).view(np.uint8).reshape(-1)
+        z = compress(np.ascontiguousarray(b.reshape(-1, item).T) if item > 1 else b)
+        out.append(z + int(_fletcher32(np.frombuffer(z, np.uint8))).to_bytes(4, "little"))
     return out
 
 
