@@ -58,6 +58,7 @@ def _count_reads(monkeypatch, fail_at=None):
 def test_interrupted_pass_resumes_where_it_stopped(movie_file, tmp_path, monkeypatch):
     events, origins = _inputs()
     want = _run(movie_file, events, origins, None)
+    monkeypatch.setattr(importlib.import_module("actsort_nb.preprocess.checkpoint"), "_BLOCK", 7)  # several blocks
     ckpt = checkpoint_path(tmp_path / "out.h5")
     _count_reads(monkeypatch, fail_at=12)
     with pytest.raises(KeyboardInterrupt):

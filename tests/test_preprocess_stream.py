@@ -269,9 +269,7 @@ def test_cap_records_bounds_every_task():
 
 
 @pytest.mark.parametrize("dtype", ["<u2", ">u2", "<i2", "<f2", "<f4", "<f8"])
-def test_gather_quantise_kernel_equals_numpy(dtype):
-    from actsort_nb.preprocess._kernels import gather_quantise
-
+def test_crops_cut_by_the_pass_equal_numpy(dtype):
     rng = np.random.default_rng(11)
     block = (rng.normal(300, 50, (12, 30, 33)) * rng.uniform(0.01, 3, (12, 1, 1))).astype(dtype)
     block[2, :9, :9] = 7  # flat crops: scale 0
@@ -284,7 +282,7 @@ def test_gather_quantise_kernel_equals_numpy(dtype):
     rows = rng.permutation(230)[:200]
     dest = np.zeros((230, size, size), np.uint8)
     lo2, sc2 = np.zeros(230), np.zeros(230)
-    gather_quantise(block, t0, frame, origin, size, dest, rows, lo2, sc2)
+    _moments(block, 300, records=(t0, frame, origin, size, dest, rows, lo2, sc2))  # a few rows per band
     np.testing.assert_array_equal(dest[rows], q)
     np.testing.assert_array_equal(lo2[rows], lo)
     np.testing.assert_array_equal(sc2[rows], sc)
@@ -295,23 +293,21 @@ def test_gather_quantise_kernel_equals_numpy(dtype):
 @pytest.mark.parametrize("dtype", ["<u2", ">i2", "<f4"])
 def test_moments_with_records_cut_the_same_crops(band_bytes, dtype):
     """The pass cuts each band's share of the crops while computing that band's moments:
-    the same bytes as gather_quantise, and the same moments as without records."""
-    from actsort_nb.preprocess._kernels import gather_quantise
-
+    the same bytes as numpy's gather + quantisation, and the same moments as without records."""
     rng = np.random.default_rng(12)
     block = rng.normal(300, 50, (10, 31, 26)).astype(dtype)
     size, t0 = 9, 100
     frame = np.sort(rng.integers(0, 10, 150)) + t0
     origin = np.column_stack([rng.integers(0, 31 - size + 1, 150), rng.integers(0, 26 - size + 1, 150)])
     rows = rng.permutation(150)
-    want, got = np.zeros((2, 150, size, size), np.uint8)
-    lo = np.zeros((2, 150))
-    sc = np.zeros((2, 150))
-    gather_quantise(block, t0, frame, origin, size, want, rows, lo[0], sc[0])
-    part = _moments(block, band_bytes, records=(t0, frame, origin, size, got, rows, lo[1], sc[1]))
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(lo[1], lo[0])
-    np.testing.assert_array_equal(sc[1], sc[0])
+    windows = np.lib.stride_tricks.sliding_window_view(block, (size, size), axis=(1, 2))
+    want, lo_want, sc_want = _quantise_records(windows[frame - t0, origin[:, 0], origin[:, 1]])
+    got = np.zeros((150, size, size), np.uint8)
+    lo, sc = np.zeros(150), np.zeros(150)
+    part = _moments(block, band_bytes, records=(t0, frame, origin, size, got, rows, lo, sc))
+    np.testing.assert_array_equal(got[rows], want)
+    np.testing.assert_array_equal(lo[rows], lo_want)
+    np.testing.assert_array_equal(sc[rows], sc_want)
     plain = _moments(block, band_bytes)
     for key in ("max", "mean", "m2"):
         np.testing.assert_array_equal(part[key], plain[key])

@@ -4,18 +4,20 @@ numba comes with ``sparse`` (a core dependency). The kernels release the GIL, so
 pass's worker threads run them truly in parallel, and they are cached on disk
 (``cache=True``), so only the first run after an install pays the compilation.
 
-* :func:`gather_quantise` — cut every record's ``size × size`` crop out of a time
-  chunk and quantise it to uint8 with its own range, writing straight into the
-  destination rows: a copy of the crops, then one pass over each instead of numpy's
-  gather, float copy, min, max, subtract, scale, round, clip and scatter (each a full
-  pass). Same float32/float64 operations in the same order as
-  :func:`actsort_nb.preprocess.stream._quantise_records`, so the bytes are equal.
 * :func:`requantise` — the per-candidate re-quantisation of
   :func:`actsort_nb.preprocess.stream.quantise_snapshots`, in place, same arithmetic,
   with the candidate's noise estimate (:func:`_clip_noise`) setting the coarsest step.
-
-* :func:`chunk_moments` — a time chunk's summary moments, band by band in cache,
-  cutting the records' crops from each band while it is there (the pass's one kernel).
+* :func:`chunk_moments` — a time chunk's summary moments, band by band in cache, and
+  the records' crops: each band's share copied while the band is there, then each
+  crop quantised to uint8 with its own range in one pass instead of numpy's gather,
+  float copy, min, max, subtract, scale, round, clip and scatter (each a full pass);
+  same float32/float64 operations in the same order as
+  :func:`actsort_nb.preprocess.stream._quantise_records`, so the bytes are equal.
+* :func:`top_events_traces` — :func:`actsort_nb.preprocess.events.top_events`: each
+  trace prepared in a row buffer, then its peaks visited highest first; the frames of
+  ``scipy.signal.find_peaks`` + ActSort's separation rule (:func:`top_events_block`
+  is the search alone, which the tests hold to scipy). Its s.d. is summed in order,
+  not pairwise as numpy does (last-bit differences in the prominence threshold).
 
 No ``fastmath`` except in :func:`chunk_moments`: the other kernels' float rounding must
 match numpy's exactly (no FMA contraction, no re-association).
@@ -28,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["chunk_moments", "gather_quantise", "merge_moments", "requantise", "top_events_block", "top_events_traces"]
+__all__ = ["chunk_moments", "merge_moments", "requantise", "top_events_block", "top_events_traces"]
 
 
 _MAGIC = np.float32(12582912.0)  # 1.5 * 2**23: adding and subtracting it rounds half to even
@@ -97,11 +99,6 @@ def _quantise_staged(stage, dest, dest_row, lo_out, scale_out, check_nan):  # pr
         scale_out[d] = sc
 
 
-@njit(nogil=True, cache=True)
-def _gather_all(block, frame, origin, size, stage):  # pragma: no cover - compiled
-    _gather_rows(block, 0, block.shape[1], frame, origin, size, stage)
-
-
 def _native_dtype(dtype) -> np.dtype:
     """The dtype the kernels take for ``dtype``: native-endian ints/floats, half floats and bools as float32."""
     dt = np.dtype(dtype)
@@ -118,35 +115,6 @@ def _native(block: np.ndarray) -> np.ndarray:
 def _records(frame, t0, origin, dest_row):
     return (np.ascontiguousarray(np.asarray(frame, dtype=np.int64) - np.int64(t0)),
             np.ascontiguousarray(origin, dtype=np.int64), np.ascontiguousarray(dest_row, dtype=np.int64))
-
-
-def gather_quantise(block, t0, frame, origin, size, dest, dest_row, lo_out, scale_out) -> None:
-    """Quantise the crops of records ``r`` into ``dest[dest_row[r]]`` (uint8) with ``lo``/``scale``.
-
-    The crops are copied out first, then each is quantised with its own range;
-    :func:`chunk_moments` does the same with the copy done band by band while the
-    band is in the CPU cache.
-
-    Parameters
-    ----------
-    block : numpy.ndarray
-        ``(time, y, x)`` movie frames starting at movie frame ``t0``.
-    frame, origin : numpy.ndarray
-        ``(record,)`` movie frames and ``(record, 2)`` crop origins (int64).
-    size : int
-        Crop side.
-    dest : numpy.ndarray
-        ``(rows, size, size)`` uint8 destination; ``lo_out``/``scale_out`` ``(rows,)`` float64.
-    dest_row : numpy.ndarray
-        ``(record,)`` int64 destination row of each record (distinct rows: threads may
-        fill disjoint records of the same ``dest`` concurrently).
-    """
-    if len(frame):
-        block = _native(block)
-        frame, origin, dest_row = _records(frame, t0, origin, dest_row)
-        stage = np.empty((len(frame), size, size), block.dtype)
-        _gather_all(block, frame, origin, np.int64(size), stage)
-        _quantise_staged(stage, dest, dest_row, lo_out, scale_out, block.dtype.kind == "f")
 
 
 #: 1 / (Φ⁻¹(3/4) · √2): turns the median absolute difference of two independent
@@ -356,10 +324,12 @@ def chunk_moments(block: np.ndarray, rows: int, records: tuple | None = None, st
     rows : int
         Image rows per band.
     records : tuple, optional
-        ``(t0, frame, origin, size, dest, dest_row, lo_out, scale_out)``: also do
-        :func:`gather_quantise`'s work (same bytes), copying each band's share of the
-        crops while the band is in cache (4 → ~2.5 ns per crop pixel on the benchmark:
-        crops cut straight from a 32 MB chunk wait on memory).
+        ``(t0, frame, origin, size, dest, dest_row, lo_out, scale_out)``: also quantise
+        the crops of records ``r`` (movie ``frame[r]``, origin ``origin[r]``) into
+        ``dest[dest_row[r]]`` (uint8, distinct rows: threads may fill disjoint records
+        of one ``dest``) with ``lo_out``/``scale_out`` (value ≈ q · scale + lo), copying
+        each band's share of the crops while the band is in cache (4 → ~2.5 ns per crop
+        pixel on the benchmark: crops cut straight from a 32 MB chunk wait on memory).
     stage : numpy.ndarray, optional
         A reusable buffer for the records' raw crops (at least ``(record, size, size)``
         of the block's dtype after :func:`_native_dtype`; allocated per call otherwise).

@@ -29,6 +29,7 @@ __all__ = ["PassCheckpoint", "checkpoint_path", "fingerprint"]
 
 _FORMAT = "actsort_nb.pass-checkpoint"
 _VERSION = 1
+_BLOCK = 2**16  # records copied at a time (bounded memory)
 
 
 def checkpoint_path(out: str | os.PathLike) -> Path:
@@ -88,10 +89,12 @@ class PassCheckpoint:
                     self._discard("it belongs to other inputs")
                     return 0
                 chunks, records = int(f.attrs["chunks_done"]), int(f.attrs["records_done"])
-                rows = flat[:records]
-                clips_flat[rows] = f["clips"][:records]
-                lo_flat[rows] = f["lo"][:records]
-                scale_flat[rows] = f["scale"][:records]
+                for a in range(0, records, _BLOCK):  # in blocks: no second copy of all the clips
+                    b = min(records, a + _BLOCK)
+                    rows = flat[a:b]
+                    clips_flat[rows] = f["clips"][a:b]
+                    lo_flat[rows] = f["lo"][a:b]
+                    scale_flat[rows] = f["scale"][a:b]
                 m = f["moments"]
                 moments.n = int(m.attrs["n"])
                 if moments.n:
@@ -119,7 +122,6 @@ class PassCheckpoint:
         :meth:`load` discards).
         """
         size = clips_flat.shape[1:]
-        new = flat[self.records_done : records_done]
         with h5py.File(self.path, "a") as f:
             if "clips" not in f:
                 f.attrs["format"], f.attrs["version"], f.attrs["key"] = _FORMAT, _VERSION, self.key
@@ -132,7 +134,9 @@ class PassCheckpoint:
             for name, values in (("clips", clips_flat), ("lo", lo_flat), ("scale", scale_flat)):
                 d = f[name]
                 d.resize(records_done, axis=0)
-                d[self.records_done : records_done] = values[new]
+                for a in range(self.records_done, records_done, _BLOCK):
+                    b = min(records_done, a + _BLOCK)
+                    d[a:b] = values[flat[a:b]]
             g = f["moments"]
             if moments.n:  # overwritten in place: the file does not grow with each save
                 named = [("max", moments.max), ("mean", moments.mean), ("m2", moments.m2)]

@@ -181,9 +181,9 @@ def chunk_task(block, t0: int, frame: np.ndarray, origin: np.ndarray, size: int)
 def _quantise_records(crops: np.ndarray, batch: int = 4096):
     """Quantise each ``(cy, cx)`` crop to uint8 with its own range (error ≤ scale / 2).
 
-    The numpy reference of the compiled :func:`._kernels.gather_quantise` and of the
-    crops :func:`._kernels.chunk_moments` cuts in the pass (the tests hold both to these
-    exact bytes). Works through ``batch`` crops at a time in float32.
+    The numpy reference of the crops :func:`._kernels.chunk_moments` cuts in the pass
+    (the tests hold it to these exact bytes). Works through ``batch`` crops at a time
+    in float32.
     """
     m = len(crops)
     q = np.empty(crops.shape, np.uint8)
@@ -675,7 +675,8 @@ def stream(
         return lambda: dask.delayed(chunk_task, pure=True)(movie.blocks[i], *args(i))
 
     lo_flat, scale_flat = lo.reshape(-1), scale.reshape(-1)
-    max_records = int(np.diff(np.searchsorted(index.frame, starts)).max(initial=0))
+    record_bounds = np.searchsorted(index.frame, starts)  # chunk i holds records [bounds[i], bounds[i + 1])
+    max_records = int(np.diff(record_bounds).max(initial=0))
     stages = threading.local()
     raw = _RawFrames(source) if source is not None and not isinstance(source, np.ndarray) else None
     read = _direct_reader(source, movie.dtype, max(movie.chunks[0], default=1), raw) if source is not None else None
@@ -707,7 +708,6 @@ def stream(
                           size=int(size), clip_half=CLIP_HALF, dtype=str(movie.dtype), shape=list(movie.shape))
         saver = PassCheckpoint(checkpoint, key, checkpoint_every)
         first = saver.load(moments, clips_flat, lo_flat, scale_flat, flat)
-    record_bounds = np.searchsorted(index.frame, starts)
     tasks = [delayed_task(i) for i in range(first, n_chunks)]
     local = [local_task(i) for i in range(first, n_chunks)]
     try:
