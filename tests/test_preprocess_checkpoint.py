@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 
 import h5py
 import numpy as np
@@ -64,7 +65,7 @@ def test_interrupted_pass_resumes_where_it_stopped(movie_file, tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         _run(movie_file, events, origins, ckpt)
     with h5py.File(ckpt, "r") as f:
-        done = int(f.attrs["chunks_done"])
+        done = json.loads(f.attrs["state"])["chunks"]
     assert 1 <= done < 20
     calls = _count_reads(monkeypatch)
     got = _run(movie_file, events, origins, ckpt)
@@ -111,3 +112,31 @@ def test_a_checkpoint_that_cannot_be_saved_does_not_stop_the_pass(movie_file, tm
     with pytest.warns(UserWarning, match="cannot save"):
         got = _run(movie_file, events, origins, ckpt)
     _same(got, _run(movie_file, events, origins, None))
+
+
+def test_a_save_cut_short_leaves_the_previous_state(movie_file, tmp_path, monkeypatch):
+    """Killed while saving (records appended, moments written, state not yet updated): the
+    rerun resumes from the previous save and still gets the uninterrupted result."""
+    events, origins = _inputs()
+    want = _run(movie_file, events, origins, None)
+    ckpt = checkpoint_path(tmp_path / "out.h5")
+    saves = []
+    real = h5py.File.flush
+
+    def flush(self):
+        saves.append(1)
+        if len(saves) == 3:  # the third save dies after writing its data, before its state
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(h5py.File, "flush", flush)
+    with pytest.raises(KeyboardInterrupt):
+        _run(movie_file, events, origins, ckpt)
+    monkeypatch.undo()
+    with h5py.File(ckpt, "r") as f:
+        assert json.loads(f.attrs["state"])["chunks"] == 2  # the second save's state
+        assert len(f["clips"]) > 0
+    calls = _count_reads(monkeypatch)
+    got = _run(movie_file, events, origins, ckpt)
+    assert sorted(calls) == list(range(20, 200, 10))
+    _same(got, want)

@@ -88,14 +88,15 @@ class PassCheckpoint:
                 if f.attrs.get("key") != self.key:
                     self._discard("it belongs to other inputs")
                     return 0
-                chunks, records = int(f.attrs["chunks_done"]), int(f.attrs["records_done"])
+                state = json.loads(f.attrs["state"])
+                chunks, records = int(state["chunks"]), int(state["records"])
                 for a in range(0, records, _BLOCK):  # in blocks: no second copy of all the clips
                     b = min(records, a + _BLOCK)
                     rows = flat[a:b]
                     clips_flat[rows] = f["clips"][a:b]
                     lo_flat[rows] = f["lo"][a:b]
                     scale_flat[rows] = f["scale"][a:b]
-                m = f["moments"]
+                m = f[f"moments{state['slot']}"]
                 moments.n = int(m.attrs["n"])
                 if moments.n:
                     moments.max, moments.mean, moments.m2 = m["max"][()], m["mean"][()], m["m2"][()]
@@ -115,29 +116,32 @@ class PassCheckpoint:
         return time.monotonic() - self._last >= self.every
 
     def save(self, chunks_done: int, records_done: int, moments, clips_flat, lo_flat, scale_flat, flat) -> None:
-        """Append the records finished since the last save and replace the moments.
+        """Append the records finished since the last save and store the moments.
 
-        The counters are written last, so a save cut short leaves the previous
-        state readable (or, if HDF5's own metadata was cut, an unreadable file that
-        :meth:`load` discards).
+        The moments go to the one of two slots not in use, everything is flushed, and
+        only then one attribute (chunks, records, slot) says what is valid: a save
+        cut short leaves the previous state whole (or, if HDF5's own metadata was
+        cut, an unreadable file that :meth:`load` discards).
         """
         size = clips_flat.shape[1:]
         with h5py.File(self.path, "a") as f:
             if "clips" not in f:
                 f.attrs["format"], f.attrs["version"], f.attrs["key"] = _FORMAT, _VERSION, self.key
-                f.attrs["chunks_done"] = f.attrs["records_done"] = 0
+                f.attrs["state"] = json.dumps({"chunks": 0, "records": 0, "slot": 0})
                 rows = max(1, 2**16 // max(1, int(np.prod(size))))
                 f.create_dataset("clips", (0,) + size, np.uint8, maxshape=(None,) + size, chunks=(rows,) + size)
                 f.create_dataset("lo", (0,), np.float64, maxshape=(None,), chunks=(4096,))
                 f.create_dataset("scale", (0,), np.float64, maxshape=(None,), chunks=(4096,))
-                f.create_group("moments")
+                f.create_group("moments0").attrs["n"] = 0
+                f.create_group("moments1").attrs["n"] = 0
+            slot = 1 - int(json.loads(f.attrs["state"])["slot"])
             for name, values in (("clips", clips_flat), ("lo", lo_flat), ("scale", scale_flat)):
                 d = f[name]
                 d.resize(records_done, axis=0)
                 for a in range(self.records_done, records_done, _BLOCK):
                     b = min(records_done, a + _BLOCK)
                     d[a:b] = values[flat[a:b]]
-            g = f["moments"]
+            g = f[f"moments{slot}"]
             if moments.n:  # overwritten in place: the file does not grow with each save
                 named = [("max", moments.max), ("mean", moments.mean), ("m2", moments.m2)]
                 for name, values in named + [(f"co{k}", c) for k, c in enumerate(moments.co)]:
@@ -146,7 +150,8 @@ class PassCheckpoint:
                     else:
                         g.create_dataset(name, data=values)
             g.attrs["n"] = int(moments.n)
-            f.attrs["chunks_done"], f.attrs["records_done"] = int(chunks_done), int(records_done)
+            f.flush()
+            f.attrs["state"] = json.dumps({"chunks": int(chunks_done), "records": int(records_done), "slot": slot})
         self.chunks_done, self.records_done = chunks_done, records_done
         self._last = time.monotonic()
 
