@@ -353,8 +353,11 @@ def _movie_identity(movie: da.Array):
     """What identifies a movie across processes: its file (path, dataset, size, mtime) or dask's name."""
     source = _array_source(movie)
     if source is not None and not isinstance(source, np.ndarray):
-        st = os.stat(source.file.filename)
-        return [os.path.abspath(source.file.filename), source.name, st.st_size, st.st_mtime_ns]
+        try:
+            st = os.stat(source.file.filename)
+            return [os.path.abspath(source.file.filename), source.name, st.st_size, st.st_mtime_ns]
+        except (OSError, TypeError, ValueError):  # not a file on disk (e.g. an in-memory HDF5 image)
+            pass
     return movie.name  # deterministic for the same graph; else the checkpoint is never matched (safe)
 
 
