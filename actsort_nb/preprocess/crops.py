@@ -3,8 +3,8 @@
 ActSort crops each cell's bounding box ± 7 px (grown to include neighbours), so its
 crops have ragged sizes. Here every candidate gets the same ``size × size`` crop:
 the size is the bounding box ± ``margin`` of the median footprint (see
-:func:`crop_size`), clipped to ``[min_size, max_size]``; each crop is centred on the candidate centre
-and shifted to stay inside the field of view. Stacked crops chunk per candidate
+:func:`crop_size`), clipped to ``[min_size, max_size]``; each crop is centred on the
+candidate centre and shifted to stay inside the field of view. Stacked crops chunk per candidate
 on disk and need no per-candidate bookkeeping in the browser.
 """
 from __future__ import annotations
