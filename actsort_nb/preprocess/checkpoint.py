@@ -73,8 +73,7 @@ class PassCheckpoint:
 
     def __init__(self, path: str | os.PathLike, key: str, every: float = 60.0):
         self.path, self.key, self.every = Path(path), key, float(every)
-        self.chunks_done = 0
-        self.records_done = 0
+        self.records_done = 0  # records already in the file: a save appends the ones after them
         self._last = time.monotonic()
 
     def load(self, moments, clips_flat: np.ndarray, lo_flat: np.ndarray, scale_flat: np.ndarray, flat: np.ndarray) -> int:
@@ -104,7 +103,7 @@ class PassCheckpoint:
         except Exception as exc:  # noqa: BLE001 - unreadable (interrupted while saving): start afresh
             self._discard(f"it cannot be read ({exc})")
             return 0
-        self.chunks_done, self.records_done = chunks, records
+        self.records_done = records
         return chunks
 
     def _discard(self, why: str) -> None:
@@ -152,9 +151,5 @@ class PassCheckpoint:
             g.attrs["n"] = int(moments.n)
             f.flush()
             f.attrs["state"] = json.dumps({"chunks": int(chunks_done), "records": int(records_done), "slot": slot})
-        self.chunks_done, self.records_done = chunks_done, records_done
+        self.records_done = records_done
         self._last = time.monotonic()
-
-    def remove(self) -> None:
-        """Delete the checkpoint (the sort set it was for is written)."""
-        self.path.unlink(missing_ok=True)
