@@ -2,6 +2,8 @@
 chunking and executors do not change results, an interrupted run leaves nothing behind."""
 from __future__ import annotations
 
+import importlib
+
 import dask
 import dask.array as da
 import numpy as np
@@ -445,13 +447,32 @@ def test_compiled_chunk_max_propagates_nan():
     assert np.isfinite(np.delete(_moments(block)["max"].ravel(), 4)).all()
 
 
-def test_raw_frame_reads_equal_h5py_for_every_layout(tmp_path):
-    # frames are read with preadv where their bytes lie in the file as in memory, by h5py elsewhere:
-    # both give h5py's values (big-endian data, odd lengths, partial edge chunks, fill values)
+def _direct_io_allowed(folder) -> bool:
+    import os
+
+    try:
+        os.close(os.open(folder / ".probe", os.O_RDWR | os.O_CREAT | os.O_DIRECT))
+        return True
+    except (AttributeError, OSError):
+        return False
+    finally:
+        (folder / ".probe").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_raw_frame_reads_equal_h5py_for_every_layout(tmp_path, monkeypatch, direct):
+    # frames are read with preadv where their bytes lie in the file as in memory (with direct I/O for
+    # big files: monkeypatched to all here), by h5py elsewhere: both give h5py's values (big-endian
+    # data, odd lengths, partial edge chunks, fill values)
     import h5py
 
+    mod = importlib.import_module("actsort_nb.preprocess.stream")
     from actsort_nb.preprocess.stream import _RawFrames
 
+    monkeypatch.setattr(mod, "DIRECT_MIN_BYTES", 0 if direct else 2**62)
+    direct_reads = []
+    real = _RawFrames._read_direct
+    monkeypatch.setattr(_RawFrames, "_read_direct", lambda self, *a: direct_reads.append(real(self, *a)) or direct_reads[-1])
     x = np.random.default_rng(0).integers(0, 60_000, (37, 20, 30)).astype(">u2")
     with h5py.File(tmp_path / "m.h5", "w") as f:
         f.create_dataset("contiguous", data=x)
@@ -467,14 +488,50 @@ def test_raw_frame_reads_equal_h5py_for_every_layout(tmp_path):
             r = _RawFrames(d)
             try:
                 raw_read[name] = r.ranges(0, 37) is not None
+                assert r.direct == (direct and r.parallel and _direct_io_allowed(tmp_path))
+                buf = r.buffer(37)
                 for t0, t1 in [(0, 37), (3, 11), (35, 37), (1, 2)]:
-                    out = np.empty((t1 - t0, 20, 30), d.dtype)
-                    r.read(t0, t1, out)
-                    np.testing.assert_array_equal(out, d[t0:t1])
+                    np.testing.assert_array_equal(r.read(t0, t1, buf), d[t0:t1])
             finally:
                 r.close()
     assert raw_read == {"contiguous": True, "chunks2": True, "chunks5": True, "spatial": False, "gzip": False,
                         "holes": False}
+    if direct and _direct_io_allowed(tmp_path):
+        assert any(got is not None for got in direct_reads)
+
+
+def test_direct_reads_fall_back_to_the_page_cache_where_refused(tmp_path, monkeypatch):
+    # a file system may accept O_DIRECT at open and refuse the read (EINVAL): the frames still come
+    import errno
+    import os
+
+    import h5py
+
+    mod = importlib.import_module("actsort_nb.preprocess.stream")
+    from actsort_nb.preprocess.stream import _RawFrames
+
+    monkeypatch.setattr(mod, "DIRECT_MIN_BYTES", 0)
+    x = np.arange(12 * 6 * 5, dtype=np.uint16).reshape(12, 6, 5)
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        f.create_dataset("mov", data=x)
+    real = os.preadv
+
+    with h5py.File(tmp_path / "m.h5", "r") as f:
+        r = _RawFrames(f["mov"])
+        if not r.direct:
+            r.close()
+            pytest.skip("this file system has no direct I/O")
+
+        def preadv(fd, bufs, off):
+            if fd == r._dfd:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real(fd, bufs, off)
+
+        monkeypatch.setattr(mod.os, "preadv", preadv)
+        try:
+            np.testing.assert_array_equal(r.read(2, 9, r.buffer(12)), x[2:9])
+        finally:
+            r.close()
 
 
 def test_prefetch_asks_the_kernel_for_the_movie_start_in_order(tmp_path, monkeypatch):
