@@ -17,9 +17,11 @@ For each movie length it
    the floor no overlap of reading and computing can go below (the disk's speed varies
    run to run on shared machines; the CPU time much less).
 
-Both reads are warm (dropping the page cache needs root and disturbs other users),
-so the ratio is the pre-processing's cost over a memory-speed read: a conservative
-ratio; against a cold read from disk it would be lower.
+The warm columns read the movie file from the page cache; the cold ones after evicting
+it (``posix_fadvise(DONTNEED)``, this file only). The plain read goes through the page
+cache, as ``cat`` would; the pass reads movies of 1 GiB or more with direct I/O
+(``actsort_nb.preprocess.stream.DIRECT_MIN_BYTES``), so its "warm" runs read such a
+movie from the disk too.
 
 Usage::
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import nullcontext
 
 import numpy as np
@@ -23,7 +24,13 @@ from .._validation import InputError
 from .checkpoint import checkpoint_path
 from .crops import MARGIN, boundary_mask, crop_footprints, crop_origins, crop_size
 from .events import N_EVENTS, top_events
-from .sortset import SORTSET_SCHEMA, check_trace_step, open_sortset, write_sortset
+from .sortset import (
+    SORTSET_SCHEMA,
+    SortsetWriter,
+    check_trace_step,
+    open_sortset,
+    write_sortset,
+)
 from .stream import CLIP_HALF, prefetch, quantise_snapshots, stream
 
 __all__ = [
@@ -89,9 +96,10 @@ def preprocess(
     candidates : xarray.Dataset
         A CandidateSet with ``footprints``, ``traces`` and a lazy ``movie``.
     out : str or PathLike, optional
-        Write the sort set here (HDF5, replaced atomically once complete). The pass
-        saves its progress beside it every minute (``.<name>.pass.h5``); a rerun
-        after an interruption resumes from there (:mod:`.checkpoint`).
+        Write the sort set here (HDF5, replaced atomically once complete; its folder
+        is checked before the pass, and the traces are written while the pass runs).
+        The pass saves its progress beside it every minute (``.<name>.pass.h5``); a
+        rerun after an interruption resumes from there (:mod:`.checkpoint`).
     client : dask.distributed.Client, optional
         Spread the time chunks over this cluster's workers.
     scheduler : str, optional
@@ -152,58 +160,76 @@ def preprocess(
     traces = candidates["traces"].transpose("candidate", "time").data
     movie = candidates["movie"].transpose("time", "y", "x").data
 
-    t0 = time.perf_counter()
-    with prefetch(movie) if client is None and scheduler is None else nullcontext():
-        event_frame = top_events(traces)  # the disk reads the movie's start meanwhile
-    side = int(crop) if crop is not None else crop_size(fp, fov)
-    origins = crop_origins(candidates.actsort.centers(), side, fov)
-    t1 = time.perf_counter()
-    result = stream(
-        movie,
-        event_frame,
-        origins,
-        side,
-        client=client,
-        scheduler=scheduler,
-        workers=workers,
-        chunk_frames=chunk_frames,
-        progress=progress,
-        checkpoint=None if out is None else checkpoint_path(out),
-    )
-    t2 = time.perf_counter()
-    snapshots, scale, offset = quantise_snapshots(result, event_frame)
+    writer = SortsetWriter(out, trace_step=trace_step) if out is not None else None  # a bad path fails now
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actsort-write")
+    early = None
+    try:
+        t0 = time.perf_counter()
+        with prefetch(movie) if client is None and scheduler is None else nullcontext():
+            event_frame = top_events(traces)  # the disk reads the movie's start meanwhile (see prefetch)
+        side = int(crop) if crop is not None else crop_size(fp, fov)
+        origins = crop_origins(candidates.actsort.centers(), side, fov)
+        if writer is not None:  # the traces are written while the pass runs (its threads wait on the disk at times)
+            early = pool.submit(writer.add, "traces", candidates["traces"].variable)
+        t1 = time.perf_counter()
+        result = stream(
+            movie,
+            event_frame,
+            origins,
+            side,
+            client=client,
+            scheduler=scheduler,
+            workers=workers,
+            chunk_frames=chunk_frames,
+            progress=progress,
+            checkpoint=None if out is None else checkpoint_path(out),
+        )
+        t2 = time.perf_counter()
+        if early is not None:
+            early.result()  # done by now, unless the pass was quicker than the traces' encoding
+        t3 = time.perf_counter()
+        snapshots, scale, offset = quantise_snapshots(result, event_frame)
 
-    ds = candidates.drop_vars(["max_image", "mean_image", "corr_image"], errors="ignore")
-    ds = ds.assign_coords(corner=["y", "x"])
-    ds["event_frame"] = (("candidate", "event"), event_frame)
-    ds["snapshots"] = (("candidate", "event", "frame", "cy", "cx"), snapshots)
-    ds["snapshot_scale"] = (("candidate",), scale)
-    ds["snapshot_offset"] = (("candidate",), offset)
-    ds["crop_origin"] = (("candidate", "corner"), origins)
-    ds["crop_footprint"] = (("candidate", "cy", "cx"), crop_footprints(fp, origins, side))
-    ds["max_image"] = (("y", "x"), result.max_image)
-    ds["mean_image"] = (("y", "x"), result.mean_image)
-    ds["corr_image"] = (("y", "x"), result.corr_image)
-    ds.attrs.update(
-        sortset_schema=SORTSET_SCHEMA,
-        crop_size=side,
-        crop_margin=MARGIN,
-        clip_half=CLIP_HALF,
-        n_events=N_EVENTS,
-        seconds_events=round(t1 - t0, 3),
-        seconds_stream=round(t2 - t1, 3),
-        seconds_quantise=round(time.perf_counter() - t2, 3),
-    )
-    release_free_memory()  # the pass's temporaries, before the features or the write
-    if features:
-        try:
-            ds = add_features(ds)
-        except ImportError as exc:  # the feature engine is an optional part of a partial install
-            warnings.warn(
-                f"features were not computed ({exc}); call add_features(sortset) once actsort_nb.features is installed.",
-                stacklevel=2,
-            )
-    if out is not None:
-        write_sortset(ds, out, trace_step=trace_step)
-        checkpoint_path(out).unlink(missing_ok=True)  # the pass's progress is in the sort set now
+        ds = candidates.drop_vars(["max_image", "mean_image", "corr_image"], errors="ignore")
+        ds = ds.assign_coords(corner=["y", "x"])
+        ds["event_frame"] = (("candidate", "event"), event_frame)
+        ds["snapshots"] = (("candidate", "event", "frame", "cy", "cx"), snapshots)
+        ds["snapshot_scale"] = (("candidate",), scale)
+        ds["snapshot_offset"] = (("candidate",), offset)
+        ds["crop_origin"] = (("candidate", "corner"), origins)
+        ds["crop_footprint"] = (("candidate", "cy", "cx"), crop_footprints(fp, origins, side))
+        ds["max_image"] = (("y", "x"), result.max_image)
+        ds["mean_image"] = (("y", "x"), result.mean_image)
+        ds["corr_image"] = (("y", "x"), result.corr_image)
+        ds.attrs.update(
+            sortset_schema=SORTSET_SCHEMA,
+            crop_size=side,
+            crop_margin=MARGIN,
+            clip_half=CLIP_HALF,
+            n_events=N_EVENTS,
+            seconds_events=round(t1 - t0, 3),
+            seconds_stream=round(t2 - t1, 3),
+            seconds_quantise=round(time.perf_counter() - t3, 3),
+        )
+        release_free_memory()  # the pass's temporaries, before the features or the write
+        if features:
+            try:
+                ds = add_features(ds)
+            except ImportError as exc:  # the feature engine is an optional part of a partial install
+                warnings.warn(
+                    f"features were not computed ({exc}); call add_features(sortset) once actsort_nb.features is installed.",
+                    stacklevel=2,
+                )
+        if writer is not None:
+            writer.finish(ds)
+            checkpoint_path(out).unlink(missing_ok=True)  # the pass's progress is in the sort set now
+    except BaseException:
+        if early is not None:
+            early.cancel()
+            wait([early])  # the writer is this thread's again
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        pool.shutdown()
     return ds

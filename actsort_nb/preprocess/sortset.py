@@ -73,7 +73,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import dask.array as da
 import h5py
@@ -87,7 +87,7 @@ from numba import njit
 from .._validation import InputError
 from .stream import _array_source
 
-__all__ = ["FORMAT", "REQUIRED", "SORTSET_SCHEMA", "TRACE_STEP", "open_sortset", "write_sortset"]
+__all__ = ["FORMAT", "REQUIRED", "SORTSET_SCHEMA", "TRACE_STEP", "SortsetWriter", "open_sortset", "write_sortset"]
 
 #: Version of the on-disk layout; bump on any incompatible change.
 SORTSET_SCHEMA = 2
@@ -511,11 +511,15 @@ def _pipeline(spans, prepare, write, workers: int = _THREADS) -> None:
 
     ``prepare`` (reading the source, the compiled encoders, compression: GIL released)
     overlaps ``write`` (HDF5, serialised), so both cores work; memory is
-    ``workers + 1`` prepared spans.
+    ``workers + 1`` prepared spans. ``workers=0`` runs both in the calling thread.
     """
     if not spans:
         return
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    if workers < 1:
+        for span in spans:
+            write(span, prepare(span))
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = [pool.submit(prepare, span) for span in spans[:workers]]
         for i, span in enumerate(spans):
             ready = pending.pop(0).result()
@@ -574,7 +578,7 @@ def _write_snapshots(group: h5py.Group, name: str, data, dims, present: np.ndarr
     return g
 
 
-def _write_traces(group: h5py.Group, name: str, data, dims, trace_step: float) -> h5py.Group:
+def _write_traces(group: h5py.Group, name: str, data, dims, trace_step: float, threads: int = _THREADS) -> h5py.Group:
     g = group.create_group(name)
     g.attrs["encoding"] = "uint16-delta"
     g.attrs["dtype"] = str(np.dtype(data.dtype))
@@ -599,14 +603,20 @@ def _write_traces(group: h5py.Group, name: str, data, dims, trace_step: float) -
             step[span[0] : span[1]] = coded[1]
             offset[span[0] : span[1]] = coded[2]
 
-        _pipeline(_blocks(n, 8 * n_t, rows), prepare, write)
+        _pipeline(_blocks(n, 8 * n_t, rows), prepare, write, threads)
     g.create_dataset("step", data=step, **({"chunks": True, **_compression(step.dtype)} if n else {}))
     g.create_dataset("offset", data=offset, **({"chunks": True, **_compression(offset.dtype)} if n else {}))
     return g
 
 
 def _write_var(
-    group: h5py.Group, name: str, var: xr.Variable, role: str, present: np.ndarray | None, trace_step: float = TRACE_STEP
+    group: h5py.Group,
+    name: str,
+    var: xr.Variable,
+    role: str,
+    present: np.ndarray | None,
+    trace_step: float = TRACE_STEP,
+    threads: int = _THREADS,
 ) -> None:
     dims = tuple(var.dims)
     data = var.data
@@ -626,7 +636,7 @@ def _write_var(
     ) and present.shape == tuple(data.shape[:2]):
         obj = _write_snapshots(group, name, data, dims, present)
     elif name in _QUANTISED and dtype.kind == "f" and dims and dims[0] == "candidate" and data.ndim == 2:
-        obj = _write_traces(group, name, data, dims, trace_step)
+        obj = _write_traces(group, name, data, dims, trace_step, threads)
     elif dtype.kind in "UO":
         values = np.asarray(data).astype(str)
         obj = group.create_dataset(name, data=values.astype(object), dtype=h5py.string_dtype("utf-8"))
@@ -652,6 +662,93 @@ def check_trace_step(trace_step: float | None) -> float:
     return step
 
 
+class SortsetWriter:
+    """Write a sort set in parts: variables known early (the traces) while the pass runs, the rest at the end.
+
+    The file is built under a temporary name beside ``path`` and renamed over it
+    only by :meth:`finish`; :meth:`abort` (or an error inside a ``with`` block)
+    removes it, so an interrupted run never leaves a half-written sort set. Use it
+    from one thread at a time. :func:`write_sortset` is :meth:`finish` alone.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Target file.
+    trace_step : float, optional
+        See :func:`write_sortset`.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, trace_step: float | None = None):
+        self.path = Path(path)
+        self.trace_step = check_trace_step(trace_step)
+        if not self.path.parent.exists():
+            raise InputError(
+                f"{self.path}: the folder {self.path.parent} does not exist; create it or choose another output path."
+            )
+        self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self._file = h5py.File(self._tmp, "w")
+        self._vars = self._file.create_group("vars")
+        self._added: dict[str, tuple] = {}  # name -> (dims, shape, dtype) written before finish
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def add(self, name: str, var: xr.Variable, *, threads: int = 0) -> None:
+        """Write data variable ``name`` now (``threads``: encoding threads besides this one).
+
+        :meth:`finish` then skips it, after checking its dataset holds one of the
+        same dims, shape and dtype.
+        """
+        _write_var(self._vars, name, var, "data", None, self.trace_step, threads)
+        self._added[name] = (tuple(var.dims), tuple(var.shape), np.dtype(var.dtype))
+
+    def finish(self, ds: xr.Dataset) -> Path:
+        """Write the rest of ``ds`` (its ``movie`` left out), close, and rename the file to ``path``."""
+        try:
+            missing = [v for v in REQUIRED if v not in ds.variables]
+            if missing:
+                raise InputError(
+                    f"this dataset is not a sort set: it lacks {missing}; build it with actsort_nb.preprocess.preprocess()."
+                )
+            ev = ds["event_frame"]
+            present = np.ascontiguousarray(np.asarray(ev.values) >= 0) if ev.dims == ("candidate", "event") else None
+            attrs = dict(ds.attrs)
+            if "sortset_schema" in attrs:
+                attrs["sortset_schema"] = SORTSET_SCHEMA
+            attrs.pop("sortset_path", None)
+            f = self._file
+            f.attrs["format"] = FORMAT
+            f.attrs["schema"] = SORTSET_SCHEMA
+            f.attrs["sizes"] = json.dumps({str(k): int(v) for k, v in ds.sizes.items()})
+            f.attrs["attrs"] = _attrs_json(attrs)
+            names = [str(k) for k in ds.variables if k != "movie"]
+            f.attrs["order"] = json.dumps(names)
+            for name in names:
+                var = ds[name].variable
+                if name not in self._added:
+                    _write_var(self._vars, name, var, "coord" if name in ds.coords else "data", present, self.trace_step)
+                elif self._added[name] != (tuple(var.dims), tuple(var.shape), np.dtype(var.dtype)) or name in ds.coords:
+                    raise RuntimeError(f"{name} changed after it was written; this is a bug, please report it.")
+            f.attrs["complete"] = 1
+            f.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Close and remove the temporary file; nothing at ``path`` changes."""
+        try:
+            self._file.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+
 def write_sortset(ds: xr.Dataset, path: str | os.PathLike, *, trace_step: float | None = None) -> Path:
     """Write a sort set to ``path`` (HDF5) atomically; the ``movie`` is left out.
 
@@ -671,39 +768,8 @@ def write_sortset(ds: xr.Dataset, path: str | os.PathLike, *, trace_step: float 
     pathlib.Path
         The written path.
     """
-    path = Path(path)
-    trace_step = check_trace_step(trace_step)
-    missing = [v for v in REQUIRED if v not in ds.variables]
-    if missing:
-        raise InputError(f"this dataset is not a sort set: it lacks {missing}; build it with actsort_nb.preprocess.preprocess().")
-    if not path.parent.exists():
-        raise InputError(f"{path}: the folder {path.parent} does not exist; create it or choose another output path.")
-    ev = ds["event_frame"]
-    present = None
-    if ev.dims == ("candidate", "event"):
-        present = np.ascontiguousarray(np.asarray(ev.values) >= 0)
-    attrs = dict(ds.attrs)
-    if "sortset_schema" in attrs:
-        attrs["sortset_schema"] = SORTSET_SCHEMA
-    attrs.pop("sortset_path", None)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["schema"] = SORTSET_SCHEMA
-            f.attrs["sizes"] = json.dumps({str(k): int(v) for k, v in ds.sizes.items()})
-            f.attrs["attrs"] = _attrs_json(attrs)
-            group = f.create_group("vars")
-            names = [str(k) for k in ds.variables if k != "movie"]
-            f.attrs["order"] = json.dumps(names)
-            for name in names:
-                _write_var(group, name, ds[name].variable, "coord" if name in ds.coords else "data", present, trace_step)
-            f.attrs["complete"] = 1
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    with SortsetWriter(path, trace_step=trace_step) as writer:
+        return writer.finish(ds)
 
 
 # ---------------------------------------------------------------------------- reading
