@@ -73,7 +73,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import dask.array as da
 import h5py
@@ -690,7 +690,7 @@ class SortsetWriter:
         self._vars = self._file.create_group("vars")
         self._added: dict[str, tuple] = {}  # name -> (dims, shape, dtype) written before finish
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> SortsetWriter:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
