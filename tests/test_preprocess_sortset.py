@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import sparse
+import xarray as xr
 
 from actsort_nb import InputError, candidate_set
 from actsort_nb.preprocess import open_sortset, preprocess, write_sortset
@@ -88,7 +89,7 @@ def test_round_trip(sortset, saved):
 def test_lazy_compressed_and_chunked_per_candidate(saved):
     back = open_sortset(saved)
     assert isinstance(back.snapshots.data, da.Array) and isinstance(back.traces.data, da.Array)
-    assert back.snapshots.data.chunks[0] == (4,)  # dask groups candidates; HDF5 chunks stay per candidate (below)
+    assert back.snapshots.data.chunks[0] == (4,)  # dask groups candidates, HDF5 chunks hold a few (below)
     one = back.snapshots.isel(candidate=2).values
     assert one.shape == back.snapshots.shape[1:]
     np.testing.assert_array_equal(back.snapshots.values[2], one)
@@ -97,7 +98,7 @@ def test_lazy_compressed_and_chunked_per_candidate(saved):
         assert f.attrs["schema"] == SORTSET_SCHEMA == 2
         assert f["vars/snapshots"].attrs["encoding"] == "uint8-predictive"
         d = f["vars/snapshots/residual"]
-        assert d.chunks == (1,) + d.shape[1:] and d.fletcher32 and _has_zstd(d)
+        assert d.chunks == (min(4, d.shape[0]),) + d.shape[1:] and d.fletcher32 and _has_zstd(d)
         for name in ("vars/traces/q", "vars/crop_footprint", "vars/event_frame", "vars/footprints/data"):
             assert f[name].fletcher32 and _has_zstd(f[name]), name
         assert "movie" not in f["vars"]
@@ -374,12 +375,20 @@ def test_inconsistent_shapes_refused(saved):
         open_sortset(saved)
 
 
+def _repeat(sortset, k: int):
+    """``k`` copies of the sort set's candidates (the field-of-view images once)."""
+    many = xr.concat([sortset] * k, dim="candidate", data_vars="minimal", coords="minimal", compat="override")
+    return many.assign_coords(candidate=np.arange(many.sizes["candidate"]))
+
+
 @pytest.mark.parametrize("name", ["vars/snapshots/residual", "vars/traces/q"])
-def test_corrupt_compressed_chunk_detected_on_read(saved, name):
+def test_corrupt_compressed_chunk_detected_on_read(sortset, tmp_path, name):
+    many = _repeat(sortset, 3)
+    saved = write_sortset(many.drop_vars("movie", errors="ignore"), tmp_path / "s.h5")
     with h5py.File(saved) as f:
         d = f[name]
         assert _has_zstd(d)
-        info = d.id.get_chunk_info(1 if name.endswith("residual") else 0)
+        info = d.id.get_chunk_info(1 if name.endswith("residual") else 0)  # residual: candidates 4-7
     raw = bytearray(saved.read_bytes())
     mid = info.byte_offset + info.size // 2
     raw[mid : mid + 8] = bytes(b ^ 0x5A for b in raw[mid : mid + 8])  # (0x00 -> 0xFF is invisible to Fletcher-32)
@@ -388,7 +397,7 @@ def test_corrupt_compressed_chunk_detected_on_read(saved, name):
     if name.endswith("residual"):
         assert back.snapshots.isel(candidate=0).values.shape[0] == 5  # other chunks still read
     with pytest.raises(InputError, match="corrupt") as err:
-        _ = back.snapshots.isel(candidate=1).values if name.endswith("residual") else back.traces.values
+        _ = back.snapshots.isel(candidate=5).values if name.endswith("residual") else back.traces.values
     assert str(saved) in str(err.value)
 
 
@@ -432,3 +441,12 @@ def test_chunks_filtered_here_are_what_hdf5_stores(tmp_path, dtype, shape, chunk
     with h5py.File(tmp_path / "c.h5", "r") as f:
         np.testing.assert_array_equal(f["ours"][...], x)
         assert f["ours"].fletcher32 and _has_zstd(f["ours"])
+
+
+@pytest.mark.parametrize("n", [1, 5, 9])
+def test_snapshots_round_trip_whatever_the_last_chunk_holds(sortset, tmp_path, n):
+    # snapshots are stored a few candidates per chunk: a last chunk partly filled reads back exactly
+    ss = _repeat(sortset, 3).isel(candidate=slice(0, n))
+    back = open_sortset(write_sortset(ss.drop_vars("movie", errors="ignore"), tmp_path / "s.h5"))
+    np.testing.assert_array_equal(back.snapshots.values, ss.snapshots.values)
+    np.testing.assert_array_equal(back.snapshots.isel(candidate=n - 1).values, ss.snapshots.values[n - 1])
