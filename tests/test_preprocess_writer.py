@@ -65,6 +65,15 @@ def test_a_bad_output_folder_is_refused_before_the_pass(recording, tmp_path, mon
     monkeypatch.setattr(pp, "top_events", never)
     with pytest.raises(InputError, match="does not exist"):
         preprocess(recording, out=tmp_path / "nowhere" / "s.h5", progress=False, features=False)
+    with pytest.raises(InputError, match="is a folder"):
+        preprocess(recording, out=tmp_path, progress=False, features=False)
+
+    def refused(*a, **k):  # a folder this user cannot write to (root could: simulated)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(sortset_mod.h5py, "File", refused)
+    with pytest.raises(InputError, match="cannot create a file .* choose a folder you can write to"):
+        preprocess(recording, out=tmp_path / "s.h5", progress=False, features=False)
 
 
 def test_a_failed_trace_write_stops_preprocess_and_leaves_nothing(recording, tmp_path, monkeypatch):

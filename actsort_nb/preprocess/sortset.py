@@ -692,8 +692,15 @@ class SortsetWriter:
             raise InputError(
                 f"{self.path}: the folder {self.path.parent} does not exist; create it or choose another output path."
             )
+        if self.path.is_dir():
+            raise InputError(f"{self.path} is a folder; give the sort set a file name, e.g. {self.path / 'sortset.h5'}.")
         self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        self._file = h5py.File(self._tmp, "w")
+        try:
+            self._file = h5py.File(self._tmp, "w")
+        except OSError as exc:
+            raise InputError(
+                f"{self.path}: cannot create a file in {self.path.parent} ({exc}); choose a folder you can write to."
+            ) from None
         self._vars = self._file.create_group("vars")
         self._added: dict[str, tuple] = {}  # name -> (dims, shape, dtype) written before finish
 
