@@ -386,10 +386,18 @@ def test_integer_chunk_mean_is_exact():
     np.testing.assert_array_equal(_moments(block)["mean"], block.astype(np.float32).mean(axis=0, dtype=np.float64))
 
 
-def test_hdf5_direct_read_equals_dask_path(tmp_path):
+@pytest.mark.parametrize("direct_io", [False, True])
+def test_hdf5_direct_read_equals_dask_path(tmp_path, monkeypatch, direct_io):
+    # the pass reads the file itself (through the page cache, or with direct I/O as for big movies)
     h5py = pytest.importorskip("h5py")
     from actsort_nb.io import open_movie
     from actsort_nb.preprocess.stream import _array_source
+
+    mod = importlib.import_module("actsort_nb.preprocess.stream")
+    monkeypatch.setattr(mod, "DIRECT_MIN_BYTES", 0 if direct_io else 2**62)
+    direct_reads = []
+    real = mod._RawFrames._read_direct
+    monkeypatch.setattr(mod._RawFrames, "_read_direct", lambda self, *a: direct_reads.append(real(self, *a)) or direct_reads[-1])
 
     ds, movie = _candidates(n_t=80, seed=9)
     path = tmp_path / "m.h5"
@@ -405,6 +413,8 @@ def test_hdf5_direct_read_equals_dask_path(tmp_path):
         for name in ("snapshots", "snapshot_scale", "snapshot_offset", "max_image", "mean_image"):
             np.testing.assert_array_equal(ref[name].values, got[name].values, err_msg=name)
         np.testing.assert_allclose(ref.corr_image.values, got.corr_image.values, atol=1e-6)
+    used = any(got is not None for got in direct_reads)
+    assert used == (direct_io and _direct_io_allowed(tmp_path))
 
 
 def _moments_reference(block):
