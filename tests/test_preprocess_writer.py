@@ -93,3 +93,20 @@ def test_finish_refuses_a_variable_changed_after_it_was_written(recording, tmp_p
     with pytest.raises(RuntimeError, match="traces changed"):
         writer.finish(ss.isel(time=slice(0, 100)))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_temporary_file_left_by_a_killed_run_is_removed_by_the_next(recording, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    host = socket.gethostname()
+    stale = tmp_path / f".s.h5.{host}.{int(gone.stdout)}.0badc0de.tmp"  # its process has exited
+    live = tmp_path / f".s.h5.{host}.{os.getppid()}.0badc0de.tmp"  # another run still writing
+    other = tmp_path / f".s.h5.elsewhere.{int(gone.stdout)}.0badc0de.tmp"  # another host's: not ours to judge
+    for p in (stale, live, other):
+        p.write_bytes(b"partial")
+    preprocess(recording, out=tmp_path / "s.h5", progress=False, features=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "s.h5"])

@@ -70,6 +70,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -669,13 +670,33 @@ def check_trace_step(trace_step: float | None) -> float:
     return step
 
 
+def _remove_stale(folder: Path, prefix: str) -> None:
+    """Delete ``<prefix><pid>.<id>.tmp`` files in ``folder`` whose process (on this host) no longer runs."""
+    try:
+        names = [p.name for p in folder.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix) :].split(".")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            (folder / name).unlink(missing_ok=True)
+        except (OSError, OverflowError):  # alive but not ours, or not a valid pid: leave it
+            pass
+
+
 class SortsetWriter:
     """Write a sort set in parts: variables known early (the traces) while the pass runs, the rest at the end.
 
-    The file is built under a temporary name beside ``path`` and renamed over it
-    only by :meth:`finish`; :meth:`abort` (or an error inside a ``with`` block)
-    removes it, so an interrupted run never leaves a half-written sort set. Use it
-    from one thread at a time. :func:`write_sortset` is :meth:`finish` alone.
+    The file is built under a temporary name beside ``path``
+    (``.<name>.<host>.<pid>.<id>.tmp``) and renamed over it only by :meth:`finish`;
+    :meth:`abort` (or an error inside a ``with`` block) removes it, so an interrupted
+    run never leaves a half-written sort set; one left by a killed process is removed
+    by the next writer of the same path on the same host. Use it from one thread at a
+    time. :func:`write_sortset` is :meth:`finish` alone.
 
     Parameters
     ----------
@@ -694,7 +715,9 @@ class SortsetWriter:
             )
         if self.path.is_dir():
             raise InputError(f"{self.path} is a folder; give the sort set a file name, e.g. {self.path / 'sortset.h5'}.")
-        self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        prefix = f".{self.path.name}.{socket.gethostname()}."
+        _remove_stale(self.path.parent, prefix)  # left by a run that was killed
+        self._tmp = self.path.with_name(f"{prefix}{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             self._file = h5py.File(self._tmp, "w")
         except OSError as exc:
