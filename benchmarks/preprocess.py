@@ -8,10 +8,13 @@ For each movie length it
 2. in a fresh process (so peak RSS is the pre-processing's own): reads the movie
    file once to warm the page cache, then times one plain sequential read of the
    file (``readinto`` a 16 MB buffer), one read through the lazy reader
-   (``actsort_nb.io.open_movie``, block by block), and ``preprocess`` itself
-   (streaming pass, then writing the sort set; features timed separately when the
-   feature engine is installed);
-3. reports wall time as a ratio to the plain read, frames/s, peak RSS, and the sort
+   (``actsort_nb.io.open_movie``, block by block), and ``preprocess(out=...)`` as the CLI
+   runs it (the streaming pass, writing the traces into the sort set meanwhile, then the
+   rest of the write; features timed separately when the feature engine is installed);
+   then ``--cold-repeats`` pairs of a cold plain read and a cold pass + write (with, in
+   each pair, a direct-I/O read of the file too: the disk's own speed, since a plain
+   read also pays the page cache's cost in system time, which the pass avoids);
+3. reports wall time as a ratio to the plain read (cold: the median pair), frames/s, peak RSS, and the sort
    set's size as a fraction of the movie (with a per-variable breakdown); and the CPU time
    of the cold pass + write, spread perfectly over the cores, as a ratio to the cold read:
    the floor no overlap of reading and computing can go below (the disk's speed varies
@@ -100,7 +103,38 @@ def _plain_read(path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def measure(movie_path: Path, cands_path: Path, out: Path, workers: int, chunk_frames: int | None) -> dict:
+def _direct_read(path: Path, block: int = 32 << 20, in_flight: int = 4) -> float | None:
+    """Read the file with direct I/O (no page cache), ``in_flight`` blocks at a time: the disk's own speed.
+
+    None where the file system has no direct I/O.
+    """
+    import mmap
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    except (AttributeError, OSError):
+        return None
+    local = threading.local()
+
+    def read(off: int) -> int:
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = mmap.mmap(-1, block)  # page-aligned
+        return os.preadv(fd, [buf], off)
+
+    try:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(in_flight) as pool:
+            list(pool.map(read, range(0, path.stat().st_size, block)))
+        return time.perf_counter() - t0
+    finally:
+        os.close(fd)
+
+
+def measure(movie_path: Path, cands_path: Path, out: Path, workers: int, chunk_frames: int | None,
+            cold_repeats: int = 3) -> dict:
     """Time the reads and the pre-processing in this (fresh) process."""
     import dask.array as da
     import h5py
@@ -109,7 +143,7 @@ def measure(movie_path: Path, cands_path: Path, out: Path, workers: int, chunk_f
 
     from actsort_nb import candidate_set
     from actsort_nb.io import open_movie
-    from actsort_nb.preprocess import add_features, preprocess, write_sortset
+    from actsort_nb.preprocess import add_features, preprocess
 
     movie_bytes = movie_path.stat().st_size
     _plain_read(movie_path)  # warm the page cache so both timings see the same state
@@ -144,14 +178,15 @@ def measure(movie_path: Path, cands_path: Path, out: Path, workers: int, chunk_f
     cpu = {}
 
     def run_pass(dest: Path):
+        # as the CLI runs it: the traces are written into the sort set while the pass runs, the
+        # rest after it; "pass" is up to the quantised clips, "write" what follows
         c0 = cpu_s()
         t0 = time.perf_counter()
-        ss = preprocess(ds, workers=workers, chunk_frames=chunk_frames, progress=False, features=False)
-        t_pass = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        write_sortset(ss, dest)
+        ss = preprocess(ds, out=dest, workers=workers, chunk_frames=chunk_frames, progress=False, features=False)
+        total = time.perf_counter() - t0
         cpu[dest.name] = cpu_s() - c0  # this process's CPU time (the kernel's reads on its behalf included)
-        return ss, t_pass, time.perf_counter() - t0
+        t_pass = sum(float(ss.attrs[f"seconds_{k}"]) for k in ("events", "stream", "quantise"))
+        return ss, t_pass, total - t_pass
 
     rss0 = _peak_rss_mb()
     ss, t_pass, t_write = run_pass(out)
@@ -164,16 +199,24 @@ def measure(movie_path: Path, cands_path: Path, out: Path, workers: int, chunk_f
     except ImportError as exc:
         print(f"  (features skipped: {exc})", flush=True)
     rss_all = _peak_rss_mb()
-    # The same from disk: the movie and the traces evicted from the page cache first.
-    t_read_cold = []
-    for _ in range(2):
+    # The same from disk, in pairs: a plain read of the movie, then the pass + write, each after
+    # evicting the movie (and the traces) from the page cache; the disk's speed drifts, so each
+    # pass is compared with the read just before it, and the median pair is reported.
+    pairs = []
+    dest = out.with_name(out.stem + "_cold.h5")
+    for _ in range(max(1, cold_repeats)):
         _evict(movie_path)
-        t_read_cold.append(_plain_read(movie_path))
-    _evict(movie_path, cands_path)
-    cold, t_pass_cold, t_write_cold = run_pass(out.with_name(out.stem + "_cold.h5"))
-    out.with_name(out.stem + "_cold.h5").unlink()
-    t_read_cold = min(t_read_cold)
-    cpu_warm, cpu_cold = cpu[out.name], cpu[out.stem + "_cold.h5"]
+        t_r = _plain_read(movie_path)
+        t_d = _direct_read(movie_path)
+        _evict(movie_path, cands_path)
+        cold, t_p, t_w = run_pass(dest)
+        pairs.append({"read": t_r, "direct": t_d, "pass": t_p, "write": t_w, "cpu": cpu[dest.name],
+                      "stream": float(cold.attrs["seconds_stream"]), "ratio": (t_p + t_w) / t_r,
+                      "ratio_direct": None if t_d is None else (t_p + t_w) / t_d})
+        dest.unlink()
+    median = sorted(pairs, key=lambda q: q["ratio"])[len(pairs) // 2]
+    t_read_cold, t_pass_cold, t_write_cold = median["read"], median["pass"], median["write"]
+    cpu_warm, cpu_cold = cpu[out.name], median["cpu"]
     size = out.stat().st_size
     from actsort_nb.preprocess import open_sortset
 
@@ -203,8 +246,15 @@ def measure(movie_path: Path, cands_path: Path, out: Path, workers: int, chunk_f
         "cold_read_s": t_read_cold,
         "cold_pass_s": t_pass_cold,
         "cold_write_s": t_write_cold,
-        "cold_stream_s": cold.attrs["seconds_stream"],
-        "ratio_cold_pass_write": (t_pass_cold + t_write_cold) / t_read_cold,
+        "cold_stream_s": median["stream"],
+        "ratio_cold_pass_write": median["ratio"],
+        "cold_ratios": [q["ratio"] for q in pairs],
+        "cold_reads_s": [q["read"] for q in pairs],
+        # the same pairs against a direct-I/O read of the file (4 blocks in flight): the disk itself,
+        # without the page cache's cost (which a plain read pays in system time)
+        "cold_direct_reads_s": [q["direct"] for q in pairs],
+        "cold_ratios_vs_direct_read": [q["ratio_direct"] for q in pairs],
+        "ratio_cold_vs_direct_read": median["ratio_direct"],  # the median pair's
         "ratio_cold_total": (t_pass_cold + t_write_cold + (t_feat or 0.0)) / t_read_cold,
         "cpu_pass_write_s": cpu_warm,
         "cold_cpu_pass_write_s": cpu_cold,
@@ -236,8 +286,9 @@ def _table(rows: list[dict]) -> str:
     head = (
         "| frames | movie GB | candidates | crop | warm read s | pass s | write s | features s | "
         "pass/warm read | (pass+write)/warm read | cold read s | cold pass+write s | (pass+write)/cold read | "
-        "(pass+write+features)/cold read | frames/s | peak RSS MB | peak RSS with features MB | sort set / movie |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "(pass+write)/cold direct-I/O read | (pass+write+features)/cold read | frames/s | peak RSS MB | "
+        "peak RSS with features MB | sort set / movie |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in rows:
@@ -248,6 +299,7 @@ def _table(rows: list[dict]) -> str:
             f"{'-' if feat is None else format(feat, '.1f')} | "
             f"{r['ratio_pass']:.2f} | {r['ratio_pass_write']:.2f} | {r['cold_read_s']:.2f} | "
             f"{r['cold_pass_s'] + r['cold_write_s']:.2f} | {r['ratio_cold_pass_write']:.2f} | "
+            f"{'-' if r['ratio_cold_vs_direct_read'] is None else format(r['ratio_cold_vs_direct_read'], '.2f')} | "
             f"{r['ratio_cold_total']:.2f} | "
             f"{r['frames_per_s']:.0f} | {r['peak_rss_pass_mb']:.0f} | {r['peak_rss_with_features_mb']:.0f} | "
             f"{100 * r['sortset_fraction']:.1f} % |"
@@ -265,13 +317,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, nargs="+", default=None, help="movie lengths (peak RSS must be flat across them)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--chunk-frames", type=int, default=None)
+    p.add_argument("--cold-repeats", type=int, default=3, help="cold (read, pass + write) pairs; the median pair is reported")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--_measure", nargs=3, metavar=("MOVIE", "CANDS", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args._measure:
         movie, cands, out = (Path(a) for a in args._measure)
-        print("RESULT " + json.dumps(measure(movie, cands, out, args.workers, args.chunk_frames)), flush=True)
+        print("RESULT " + json.dumps(measure(movie, cands, out, args.workers, args.chunk_frames, args.cold_repeats)), flush=True)
         return 0
 
     cfg = dict(QUICK if args.quick else FULL)
@@ -291,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{cfg['size']}x{cfg['size']}, {cfg['candidates']} candidates, {n_frames} frames:", flush=True)
             movie, cands = generate(workdir, cfg["size"], cfg["candidates"], n_frames)
             out = workdir / f"sortset_{n_frames}.h5"
-            cmd = [sys.executable, __file__, "--_measure", str(movie), str(cands), str(out), "--workers", str(args.workers)]
+            cmd = [sys.executable, __file__, "--_measure", str(movie), str(cands), str(out), "--workers", str(args.workers),
+                   "--cold-repeats", str(args.cold_repeats)]
             if args.chunk_frames:
                 cmd += ["--chunk-frames", str(args.chunk_frames)]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -307,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"write {r['write_s']:.2f} s -> pass {r['ratio_pass']:.2f}x, pass+write {r['ratio_pass_write']:.2f}x warm read; "
                 f"cold read {r['cold_read_s']:.2f} s, cold pass {r['cold_pass_s']:.2f} s (stream {r['cold_stream_s']:.2f}) "
                 f"+ write {r['cold_write_s']:.2f} s -> {r['ratio_cold_pass_write']:.2f}x cold read "
+                f"(median of {len(r['cold_ratios'])} pairs: {', '.join(f'{x:.2f}' for x in r['cold_ratios'])}; "
+                f"their reads {', '.join(f'{x:.2f}' for x in r['cold_reads_s'])} s; against a direct-I/O read of "
+                f"{', '.join(f'{x:.2f}' for x in r['cold_direct_reads_s'] if x)} s: "
+                f"{', '.join(f'{x:.2f}' for x in r['cold_ratios_vs_direct_read'] if x)}) "
                 f"({r['ratio_cold_total']:.2f}x with features; CPU {r['cold_cpu_pass_write_s']:.1f} s, "
                 f"{r['ratio_cold_cpu_floor']:.2f}x if spread perfectly over the cores), "
                 f"{r['frames_per_s']:.0f} frames/s, features {r['features_s'] or float('nan'):.1f} s, "
