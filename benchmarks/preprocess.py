@@ -251,7 +251,8 @@ def measure(movie_path: Path, cands_path: Path, out: Path, workers: int, chunk_f
         "cold_ratios": [q["ratio"] for q in pairs],
         "cold_reads_s": [q["read"] for q in pairs],
         # the same pairs against a direct-I/O read of the file (4 blocks in flight): the disk itself,
-        # without the page cache's cost (which a plain read pays in system time)
+        # without the page cache's cost (which a plain read pays in system time); it runs right after
+        # the plain read, so a cache below this machine (a VM host's) may serve it faster: strict
         "cold_direct_reads_s": [q["direct"] for q in pairs],
         "cold_ratios_vs_direct_read": [q["ratio_direct"] for q in pairs],
         "ratio_cold_vs_direct_read": median["ratio_direct"],  # the median pair's
