@@ -258,35 +258,39 @@ def _decode_snapshots(code, ref, q):  # pragma: no cover - compiled
 def _encode_traces(x, q, step, offset, fraction, n_sample):  # pragma: no cover - compiled
     rows, n = x.shape
     buf = np.empty(max(1, n_sample))
+    v = np.empty(n, np.int32)
     for r in range(rows):
-        row = x[r]
-        lo = row[0]
+        row = x[r]  # float32 or float64; every value is taken as float64
+        lo = np.float64(row[0])
         hi = lo
         for j in range(n):
-            v = row[j]
-            lo = v if v < lo else lo
-            hi = v if v > hi else hi
+            val = np.float64(row[j])
+            lo = val if val < lo else lo
+            hi = val if val > hi else hi
         st = (hi - lo) / 65535.0
         if fraction > 0 and n > 1 and hi > lo:
             stride = (n - 2) // n_sample + 1
             m = 0
             for t in range(0, n - 1, stride):
-                buf[m] = abs(row[t + 1] - row[t])
+                buf[m] = abs(np.float64(row[t + 1]) - np.float64(row[t]))
                 m += 1
             noise = fraction * np.median(buf[:m]) * _MAD_DIFF_TO_SD
             st = noise if noise > st else st
         if not st > 0:
             st = 1.0
-        out = q[r]
-        last = np.int64(0)
+        # the integers first, then their differences: two loops that vectorise (one carrying
+        # the previous integer does not)
         for j in range(n):
-            y = (row[j] - lo) / st
+            y = (np.float64(row[j]) - lo) / st
             y = y if y > 0 else 0.0
             y = y if y < 65535.0 else 65535.0
-            v = np.int64((y + _MAGIC64) - _MAGIC64)
-            d = ((v - last + 32768) & 65535) - 32768  # the difference modulo 2**16, in [-32768, 32767]
-            out[j] = np.uint16(((d << 1) ^ (d >> 63)) & 65535)  # zigzag: small magnitudes, small codes
-            last = v
+            v[j] = np.int32((y + _MAGIC64) - _MAGIC64)
+        out = q[r]
+        d = ((v[0] + 32768) & 65535) - 32768
+        out[0] = np.uint16(((d << 1) ^ (d >> 31)) & 65535)
+        for j in range(1, n):
+            d = ((v[j] - v[j - 1] + 32768) & 65535) - 32768  # the difference modulo 2**16, in [-32768, 32767]
+            out[j] = np.uint16(((d << 1) ^ (d >> 31)) & 65535)  # zigzag: small magnitudes, small codes
         step[r] = st
         offset[r] = lo
 
@@ -323,7 +327,8 @@ def encode_traces(x: np.ndarray, fraction: float = TRACE_STEP):
     step, offset : numpy.ndarray
         float64 per trace: value ≈ integer · step + offset, error ≤ step / 2.
     """
-    x = np.ascontiguousarray(x, dtype=np.float64)
+    x = np.asarray(x)
+    x = np.ascontiguousarray(x, dtype=x.dtype if x.dtype in (np.float32, np.float64) else np.float64)
     q = np.empty(x.shape, np.uint16)
     step = np.ones(x.shape[0])
     offset = np.zeros(x.shape[0])
