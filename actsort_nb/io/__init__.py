@@ -227,7 +227,9 @@ def describe(path, trust: bool = False) -> str:
             from ..preprocess import open_sortset
 
             ss = open_sortset(path)
-            lines.append(f"format: actsort_nb sort set (schema {ss.attrs.get('schema')})")
+            with h5_open(path) as fh:  # the file's layout version (``ss.attrs["schema"]`` is its candidate set's)
+                schema = int(fh.attrs["schema"])
+            lines.append(f"format: actsort_nb sort set (schema {schema})")
             lines += _describe_set(ss)
             if "features" in ss:
                 lines.insert(3, f"features: {ss.sizes['feature']}")
