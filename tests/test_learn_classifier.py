@@ -95,6 +95,20 @@ def test_self_training_uses_the_pool_and_keeps_the_prior_fit_otherwise():
     assert not np.allclose(st, plain)
 
 
+def test_pseudo_labels_weigh_against_this_recordings_labels_only():
+    rng = np.random.default_rng(2)
+    pool = np.r_[rng.normal(-2, 1, (200, 2)), rng.normal(2, 1, (200, 2))]
+    x = np.r_[[[-0.2, 3.0], [0.2, -3.0]], rng.normal(0, 1, (300, 2))]  # 2 own rows, 300 pretrained
+    y = np.r_[0, 1, (x[2:, 1] < 0).astype(float)]
+    plain = C.fit_logistic(x, y, C=1.0)
+    # no label of this recording yet: the pseudo-labels weigh nothing, however many pretrained rows
+    np.testing.assert_allclose(C.fit_model(x, y, pool, C=1.0, pseudo_weight=1.0, n_own=0), plain, atol=1e-6)
+    default = C.fit_model(x, y, pool, C=1.0, pseudo_weight=1.0)
+    np.testing.assert_allclose(C.fit_model(x, y, pool, C=1.0, pseudo_weight=1.0, n_own=len(y)), default)
+    two = C.fit_model(x, y, pool, C=1.0, pseudo_weight=1.0, n_own=2)
+    assert np.linalg.norm(two - plain) < np.linalg.norm(default - plain)
+
+
 def test_noise_targets_soften_only_labels_the_model_doubts():
     y = np.array([1, 1, 0, 0])
     p = np.array([0.95, 0.2, 0.05, 0.8])

@@ -93,3 +93,18 @@ def test_dcal_beats_random_at_2_percent_on_real_annotations(real):
     assert float(ba.sel(strategy="dcal")) > float(ba.sel(strategy="random"))
     # and the human reference is the known one (annotator vs consensus 0.76-0.91)
     assert np.all((out["human"].sel(metric_="balanced_accuracy") > 0.7).values)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_a_previous_recordings_labels_beat_the_annotator_at_1_percent(real):
+    """Transfer: twophoton_motion sorted from ebrahimi_reanalysis's labels (one annotator's) and 1 % new labels."""
+    target = S.load_benchmark(real("actsort_benchmark", "twophoton_motion.mat"))
+    source = S.load_benchmark(real("actsort_benchmark", "ebrahimi_reanalysis.mat"))
+    pretrained = (source.features.values, source.annotations.values[1])
+    out = S.simulate(target, ["explore"], seeds=[0], budgets=[0.0, 1.0], pretrained=pretrained)
+    ba = out["balanced_accuracy"].sel(strategy="explore", seed=0)
+    human = out["human"].sel(metric_="balanced_accuracy")
+    assert float(ba.sel(budget=1.0).mean()) > float(human.mean())
+    # the new labels are used: each rotation moves from its pretrained-only output
+    assert np.all(ba.sel(budget=1.0).values != ba.sel(budget=0.0).values)

@@ -339,6 +339,7 @@ def fit_model(
     pseudo_weight: float = 0.0,
     label_noise: float = 0.0,
     coef_init: np.ndarray | None = None,
+    n_own: int | None = None,
 ) -> np.ndarray:
     """Fit a preset: :func:`fit_logistic`, then self-training on ``pool`` if ``pseudo_weight``.
 
@@ -346,8 +347,10 @@ def fit_model(
     a first fit on the human labels when there is none) labels every row of
     ``pool`` (unlabelled candidates) by its decision; each pseudo-label is weighted by the
     model's confidence ``|2p - 1|``, class-balanced among the pseudo-labels, and
-    scaled by ``pseudo_weight * len(y) / len(pool)``, so that all pseudo-labels
-    together weigh at most ``pseudo_weight`` times the human labels. The model is
+    scaled by ``pseudo_weight * n_own / len(pool)``, so that all pseudo-labels
+    together weigh at most ``pseudo_weight`` times this recording's human labels
+    (``n_own``: the first rows of ``x``; default all of them; the rest are a previous
+    recording's labels, see the learner's ``pretrained``). The model is
     refitted on both (L2 only), warm-started. In that fit the human labels are
     replaced by :func:`noise_targets` of the same model when ``label_noise > 0``.
     Human labels are never changed; the pseudo-labels and soft targets only shape
@@ -368,7 +371,7 @@ def fit_model(
     if coef_init is None:  # cold: fit on the human labels first, to have a model to trust
         coef_init = fit_logistic(x, y, penalty=penalty, C=C, class_weight=class_weight)
     return fit_self_training(x, y, pool, coef_init, C=C, class_weight=class_weight,
-                             pseudo_weight=pseudo_weight, label_noise=label_noise)
+                             pseudo_weight=pseudo_weight, label_noise=label_noise, n_own=n_own)
 
 
 def fit_self_training(
@@ -381,6 +384,7 @@ def fit_self_training(
     class_weight: str | None,
     pseudo_weight: float,
     label_noise: float = 0.0,
+    n_own: int | None = None,
 ) -> np.ndarray:
     """One round of confidence-weighted self-training with noisy labels (see :func:`fit_model`).
 
@@ -397,7 +401,7 @@ def fit_self_training(
     conf = np.abs(2.0 * p - 1.0)
     s_h = balanced_weights(y) if class_weight == "balanced" else np.ones(len(y))
     s_p = conf * (balanced_weights(yp) if class_weight == "balanced" else 1.0)
-    s_p *= pseudo_weight * len(y) / len(yp)
+    s_p *= pseudo_weight * (len(y) if n_own is None else n_own) / len(yp)
     with _one_blas_thread():
         return _fit_l2_newton(_design(x, pool), np.r_[t, yp], np.r_[s_h, s_p], float(C), coef, 1e-7, 50)
 

@@ -90,8 +90,13 @@ class ActiveLearner:
         DCAL's ``w0`` in [0, 1].
     pretrained : (ndarray (m, f), ndarray (m,)), optional
         A previous session's labelled set (another recording's features and its
-        labels, 1/0, -1 ignored), added to the training set. Its features are
-        standardised over that recording, as the new ones are over this one.
+        labels, 1/0, -1 ignored), added to the training set (each sample weighs as
+        much as a new label, as in ActSort). Its features are standardised over that
+        recording, as the new ones are over this one. The model exists from the first
+        query; self-training's pseudo-labels weigh against this recording's labels
+        only. On the ActSort benchmark sets, one annotator's labels of the other set
+        plus 1 % new labels beat the labelling annotator against the consensus
+        (``benchmarks/README.md``, "transfer").
     drop_contradicted : bool
         Leave out pretrained samples the new labels contradict: once the new
         labels alone hold >= 3 cells and >= 3 not-cells, a model fitted on them
@@ -314,11 +319,12 @@ class ActiveLearner:
         if can_fit(y):
             opts = CLASSIFIERS[self.classifier]
             pool = None
+            n_own = int((self._labels >= 0).sum())  # the rows after these are pretrained
             n1, n0 = int((y == 1).sum()), int((y == 0).sum())
-            if opts["pseudo_weight"] and min(n1, n0) >= WARMUP:  # trust a model before self-training
+            if opts["pseudo_weight"] and n_own and min(n1, n0) >= WARMUP:  # trust a model first
                 sample = self._pool_sample[self._labels[self._pool_sample] < 0]
                 pool = self._z[sample]
-            self._coef = fit_model(z, y, pool, coef_init=self._coef, **opts)
+            self._coef = fit_model(z, y, pool, coef_init=self._coef, n_own=n_own, **opts)
         else:
             self._coef = None
         self._prior = prior_proba(y)
