@@ -274,3 +274,23 @@ def test_default_strategy_is_the_learners_default(sortset, tmp_path):
         assert a.plots.strategy.value == default
     finally:
         a.close()
+
+
+def test_start_from_a_previous_recordings_labels(sortset, tmp_path):
+    old = make_sortset(40, shape=(80, 80), n_frames=300, crop=17, seed=9)
+    day1 = SortingApp(old, log=tmp_path / "day1.sqlite", annotator="ana", seed=0)
+    try:
+        for lab in (1, 0, 1, 0, 1, 0, 1, 0):
+            act(day1, "label", label=lab)
+        y_old = day1.log.labels(old.sizes["candidate"])
+    finally:
+        day1.close()
+    assert (y_old >= 0).sum() == 8
+    day2 = SortingApp(sortset, log=tmp_path / "day2.sqlite", annotator="ana", seed=0,
+                      pretrained=(old["features"], y_old))
+    try:
+        assert day2.learner.fitted and (day2.labels == -1).all()  # a model before the first label
+    finally:
+        day2.close()
+    with pytest.raises(InputError, match="pretrained"):
+        SortingApp(sortset, log=tmp_path / "day3.sqlite", annotator="ana", pretrained=(old["features"],))

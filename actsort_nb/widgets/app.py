@@ -94,6 +94,10 @@ class SortingApp:
         Random seed of the learner.
     threshold : float, optional
         Decision threshold on P(cell); default the learner's.
+    pretrained : (features, labels), optional
+        A previous recording's labelled set to start from (the learner's
+        ``pretrained``): e.g. ``(old["features"], old_log.labels(old.sizes["candidate"]))``
+        for an earlier sort set ``old`` and its label log.
 
     Attributes
     ----------
@@ -130,6 +134,7 @@ class SortingApp:
         strategy: str | None = None,
         seed: int = 0,
         threshold: float | None = None,
+        pretrained: tuple | None = None,
     ) -> None:
         from ..learn import ActiveLearner
         from ..store import LabelLog
@@ -144,7 +149,7 @@ class SortingApp:
         self.n = self.source.n
         features = np.asarray(sortset["features"].transpose("candidate", "feature").values, dtype=np.float32)
         kwargs = {"strategy": STRATEGY_ALIASES.get(strategy, strategy)} if strategy else {}
-        self.learner = ActiveLearner(features, seed=seed, **kwargs)
+        self.learner = ActiveLearner(features, seed=seed, pretrained=pretrained, **kwargs)
         if threshold is not None:
             self.learner.threshold = float(threshold)
         if isinstance(log, LabelLog):
