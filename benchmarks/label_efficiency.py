@@ -13,6 +13,12 @@ label-noise model, novelty-seeking cold start), two ablations
 and scikit-activeml's ``UncertaintySampling`` and ``DiscriminativeAL`` with
 ActSort's classifier, in the same run.
 
+With ``--transfer`` each set is sorted starting from a previous recording's
+labels: the other set, labelled by one of its annotators (the learner's
+``pretrained``); for rotation ``a`` and seed ``k`` the source annotator is
+``(a + k) % 4``, so 4 seeds cover every (rotation, source annotator) pair once.
+The row "pretrained only" is the sorted output with no label of the new set.
+
 Protocol: ``explore-robust``'s settings were chosen on tuning seeds (100-111,
 same sets, all rotations, with ``actsort_nb.learn.simulate.simulate``); the
 evaluation seeds 0, 1, 2 run here were not used for any choice.
@@ -21,6 +27,7 @@ Usage::
 
     python benchmarks/label_efficiency.py            # full: both sets, 4 rotations, 3 seeds
     python benchmarks/label_efficiency.py --quick    # 1 rotation, 1 seed, fewer strategies
+    python benchmarks/label_efficiency.py --transfer # from the other set's labels, 4 seeds
 """
 from __future__ import annotations
 
@@ -102,26 +109,43 @@ class SkactivemlLearner:
 
 
 FACTORIES = {
-    "random": lambda x, s: ActiveLearner(x, "random", s),
-    "cal": lambda x, s: ActiveLearner(x, "cal", s),
-    "dal": lambda x, s: ActiveLearner(x, "dal", s),
-    "dcal": lambda x, s: ActiveLearner(x, "dcal", s),
-    "explore (ours)": lambda x, s: ActiveLearner(x, "explore", s),
-    "explore-robust": lambda x, s: ActiveLearner(x, "explore-robust", s),
-    "random+balanced": lambda x, s: ActiveLearner(x, "random", s, classifier="balanced"),
-    "dcal+balanced": lambda x, s: ActiveLearner(x, "dcal", s, classifier="balanced"),
+    "random": lambda x, s, **kw: ActiveLearner(x, "random", s, **kw),
+    "cal": lambda x, s, **kw: ActiveLearner(x, "cal", s, **kw),
+    "dal": lambda x, s, **kw: ActiveLearner(x, "dal", s, **kw),
+    "dcal": lambda x, s, **kw: ActiveLearner(x, "dcal", s, **kw),
+    "explore (ours)": lambda x, s, **kw: ActiveLearner(x, "explore", s, **kw),
+    "explore-robust": lambda x, s, **kw: ActiveLearner(x, "explore-robust", s, **kw),
+    "random+balanced": lambda x, s, **kw: ActiveLearner(x, "random", s, classifier="balanced", **kw),
+    "dcal+balanced": lambda x, s, **kw: ActiveLearner(x, "dcal", s, classifier="balanced", **kw),
     "skactiveml US": lambda x, s: SkactivemlLearner(x, "uncertainty", s),
     "skactiveml DAL": lambda x, s: SkactivemlLearner(x, "discriminative", s),
 }
 QUICK = ("random", "dcal", "explore (ours)", "skactiveml US")
+TRANSFER = ("explore (ours)", "random+balanced", "dcal")
 
 
-def _task(set_name, strategy, annotator, seed):
+def _load(set_name):
     ds = load_benchmark(DATA / "data" / "real" / "actsort_benchmark" / f"{set_name}.mat")
-    x = ds["features"].transpose("candidate", "feature").values
-    ann = ds["annotations"].transpose("annotator", "candidate").values
+    return (ds["features"].transpose("candidate", "feature").values,
+            ds["annotations"].transpose("annotator", "candidate").values)
+
+
+def _source(set_name, annotator, seed):
+    """The previous recording of a transfer run: the other set, one annotator's labels."""
+    x, ann = _load(SETS[1 - SETS.index(set_name)])
+    return x, ann[(annotator + seed) % len(ann)]
+
+
+def _task(set_name, strategy, annotator, seed, transfer=False):
+    x, ann = _load(set_name)
+    opts = {"pretrained": _source(set_name, annotator, seed)} if transfer else {}
+    make = (lambda: ActiveLearner(x, "random", seed, classifier="balanced", **opts)) \
+        if strategy == "pretrained only" else (lambda: FACTORIES[strategy](x, seed, **opts))
     t = time.perf_counter()
-    res = replay(lambda: FACTORIES[strategy](x, seed), ann[annotator], consensus(ann, annotator))
+    res = replay(make, ann[annotator], consensus(ann, annotator),
+                 budgets=(0.0,) if strategy == "pretrained only" else BUDGETS)
+    if strategy == "pretrained only":
+        res = np.repeat(res, len(BUDGETS), axis=0)
     return set_name, strategy, annotator, seed, res, time.perf_counter() - t
 
 
@@ -136,13 +160,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--strategies", nargs="+", choices=list(FACTORIES), default=None,
                         help="subset of strategies (default: all)")
+    parser.add_argument("--transfer", action="store_true",
+                        help="start from the other set's labels (one annotator's); 4 seeds")
     args = parser.parse_args(argv)
-    strategies = QUICK if args.quick else tuple(FACTORIES)
+    strategies = QUICK if args.quick else TRANSFER if args.transfer else tuple(FACTORIES)
     if args.strategies:
         strategies = tuple(args.strategies)
+    if args.transfer and any(s.startswith("skactiveml") for s in strategies):
+        parser.error("--transfer runs this package's learners only (scikit-activeml has no pretrained set)")
+    if args.transfer:
+        strategies = ("pretrained only",) + strategies
     rotations = (0,) if args.quick else (0, 1, 2, 3)
-    seeds = range(1 if args.quick else args.seeds)
-    tasks = [(d, s, a, k) for d in SETS for s in strategies for a in rotations for k in seeds]
+    seeds = range(1 if args.quick else 4 if args.transfer else args.seeds)
+    tasks = [(d, s, a, k, args.transfer) for d in SETS for s in strategies for a in rotations for k in seeds]
     t0 = time.perf_counter()
     from joblib import Parallel, delayed
 
@@ -161,7 +191,9 @@ def main(argv=None) -> int:
         ann = ds["annotations"].transpose("annotator", "candidate").values
         human = human_reference(ann)[list(rotations)]
         n = ann.shape[1]
-        print(f"\n### {d} ({n} candidates; {len(rotations)} rotations x {len(seeds)} seeds; "
+        start = (f"starting from {SETS[1 - SETS.index(d)]}'s labels (one annotator's); "
+                 if args.transfer else "")
+        print(f"\n### {d} ({n} candidates; {start}{len(rotations)} rotations x {len(seeds)} seeds; "
               "balanced accuracy of the sorted output vs the other annotators' majority, mean ± s.d.)\n")
         print("| strategy | " + " | ".join(budgets) + " | s/run |")
         print("|---" * (len(budgets) + 2) + "|")
@@ -172,11 +204,17 @@ def main(argv=None) -> int:
         print(f"| annotator vs consensus of the others | {_fmt(human[:, ba])} (each: "
               + ", ".join(f"{v:.3f}" for v in human[:, ba]) + ") |")
         i2 = BUDGETS.index(2.0)
-        print(f"\nAt 2 % labels (mean over runs): " + "; ".join(
+        print("\nAt 2 % labels (mean over runs): " + "; ".join(
             f"{s}: " + ", ".join(f"{m} {np.nanmean(np.array(results[(d, s)])[:, i2, j]):.3f}"
                                  for j, m in enumerate(METRICS) if m != "balanced_accuracy")
             for s in ("dcal", "explore (ours)") if (d, s) in results))
-        if (d, "dcal") in results and (d, "explore (ours)") in results:
+        if args.transfer:
+            ours = np.array(results[(d, "explore (ours)")])[:, :, ba].mean(0)
+            b_ok = ours[i2] > human[:, ba].mean()
+            print(f"\nWith a previous recording's labels: ours at 2 % {ours[i2]:.3f} > annotator vs "
+                  f"consensus {human[:, ba].mean():.3f}: {'yes' if b_ok else 'no'}.")
+            all_ok &= b_ok
+        elif (d, "dcal") in results and (d, "explore (ours)") in results:
             ours = np.array(results[(d, "explore (ours)")])[:, :, ba].mean(0)
             ref = np.array(results[(d, "dcal")])[:, :, ba].mean(0)
             i1, i5 = BUDGETS.index(1.0), BUDGETS.index(5.0)

@@ -94,9 +94,12 @@ class ActiveLearner:
         much as a new label, as in ActSort). Its features are standardised over that
         recording, as the new ones are over this one. The model exists from the first
         query; self-training's pseudo-labels weigh against this recording's labels
-        only. On the ActSort benchmark sets, one annotator's labels of the other set
-        plus 1 % new labels beat the labelling annotator against the consensus
-        (``benchmarks/README.md``, "transfer").
+        only. On the ActSort benchmark sets one annotator's labels of the other set
+        alone already sort better than the labelling annotator (against the others'
+        consensus); 1-5 % new labels add a little (``benchmarks/README.md``,
+        "transfer"). With thousands of pretrained samples, a few new labels move the
+        model little: for a recording unlike the previous one, use
+        ``drop_contradicted`` or start without ``pretrained``.
     drop_contradicted : bool
         Leave out pretrained samples the new labels contradict: once the new
         labels alone hold >= 3 cells and >= 3 not-cells, a model fitted on them
