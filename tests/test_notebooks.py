@@ -74,6 +74,7 @@ def test_workshop_runs_on_real_annotations(tmp_path):
     assert "6691" in text  # the real set was used, not the simulated fallback
     for strategy in ("random", "cal", "dal", "dcal"):
         assert f"'{strategy}'" in text
+    assert "from the previous recording: 0.5 %" in text
 
 
 @pytest.mark.slow
