@@ -139,13 +139,13 @@ def _source(set_name, annotator, seed):
 def _task(set_name, strategy, annotator, seed, transfer=False):
     x, ann = _load(set_name)
     opts = {"pretrained": _source(set_name, annotator, seed)} if transfer else {}
-    make = (lambda: ActiveLearner(x, "random", seed, classifier="balanced", **opts)) \
-        if strategy == "pretrained only" else (lambda: FACTORIES[strategy](x, seed, **opts))
     t = time.perf_counter()
-    res = replay(make, ann[annotator], consensus(ann, annotator),
-                 budgets=(0.0,) if strategy == "pretrained only" else BUDGETS)
-    if strategy == "pretrained only":
+    if strategy == "pretrained only":  # ours before the first new label, repeated at every budget
+        res = replay(lambda: ActiveLearner(x, "explore", seed, **opts), ann[annotator],
+                     consensus(ann, annotator), budgets=(0.0,))
         res = np.repeat(res, len(BUDGETS), axis=0)
+    else:
+        res = replay(lambda: FACTORIES[strategy](x, seed, **opts), ann[annotator], consensus(ann, annotator))
     return set_name, strategy, annotator, seed, res, time.perf_counter() - t
 
 
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
             f"{s}: " + ", ".join(f"{m} {np.nanmean(np.array(results[(d, s)])[:, i2, j]):.3f}"
                                  for j, m in enumerate(METRICS) if m != "balanced_accuracy")
             for s in ("dcal", "explore (ours)") if (d, s) in results))
-        if args.transfer:
+        if args.transfer and (d, "explore (ours)") in results:
             ours = np.array(results[(d, "explore (ours)")])[:, :, ba].mean(0)
             b_ok = ours[i2] > human[:, ba].mean()
             print(f"\nWith a previous recording's labels: ours at 2 % {ours[i2]:.3f} > annotator vs "

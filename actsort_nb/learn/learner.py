@@ -95,9 +95,8 @@ class ActiveLearner:
         recording, as the new ones are over this one. The model exists from the first
         query; self-training's pseudo-labels weigh against this recording's labels
         only. On the ActSort benchmark sets one annotator's labels of the other set
-        alone already sort better than the labelling annotator (against the others'
-        consensus); 1-5 % new labels add a little (``benchmarks/README.md``,
-        "transfer"). With thousands of pretrained samples, a few new labels move the
+        alone sort about as well as the labelling annotator agrees with the others;
+        with 1-5 % new labels, better (``benchmarks/README.md``, "transfer"). With thousands of pretrained samples, a few new labels move the
         model little: for a recording unlike the previous one, use
         ``drop_contradicted`` or start without ``pretrained``.
     drop_contradicted : bool
@@ -322,7 +321,7 @@ class ActiveLearner:
         if can_fit(y):
             opts = CLASSIFIERS[self.classifier]
             pool = None
-            n_own = int((self._labels >= 0).sum())  # the rows after these are pretrained
+            n_own = len(y) if self._old_y is None else len(y) - int(self._kept.sum())  # then pretrained rows
             n1, n0 = int((y == 1).sum()), int((y == 0).sum())
             if opts["pseudo_weight"] and n_own and min(n1, n0) >= WARMUP:  # trust a model first
                 sample = self._pool_sample[self._labels[self._pool_sample] < 0]

@@ -85,14 +85,22 @@ def score(truth: np.ndarray, decision: np.ndarray, p_cell: np.ndarray | None = N
 
 
 def budget_counts(n: int, budgets: Sequence[float] = BUDGETS) -> np.ndarray:
-    """Number of labels for each budget (percent of ``n``, rounded, at least 1).
+    """Number of labels for each budget (percent of ``n``, rounded, at least 1; 0 % is none).
+
+    A 0 % budget scores the learner before its first label (with a ``pretrained``
+    set, the previous recording's model).
 
     Examples
     --------
     >>> budget_counts(6691).tolist()
     [33, 67, 134, 201, 335]
+    >>> budget_counts(100, [0, 0.1]).tolist()
+    [0, 1]
     """
-    return np.maximum(1, np.round(np.asarray(budgets, dtype=float) * n / 100.0)).astype(int)
+    b = np.asarray(budgets, dtype=float)
+    if np.any(b < 0) or np.any(b > 100):
+        raise InputError(f"budgets are percentages of the candidates in [0, 100], got {b.tolist()}.")
+    return np.where(b > 0, np.maximum(1, np.round(b * n / 100.0)), 0).astype(int)
 
 
 def replay(
