@@ -17,7 +17,9 @@ With ``--transfer`` each set is sorted starting from a previous recording's
 labels: the other set, labelled by one of its annotators (the learner's
 ``pretrained``); for rotation ``a`` and seed ``k`` the source annotator is
 ``(a + k) % 4``, so 4 seeds cover every (rotation, source annotator) pair once.
-The row "pretrained only" is the sorted output with no label of the new set.
+The row "pretrained only" is the sorted output with no label of the new set;
+"explore, drop contradicted" leaves out the pretrained samples the new labels
+contradict (``drop_contradicted=True``; without a pretrained set it is ``explore``).
 
 Protocol: ``explore-robust``'s settings were chosen on tuning seeds (100-111,
 same sets, all rotations, with ``actsort_nb.learn.simulate.simulate``); the
@@ -115,13 +117,15 @@ FACTORIES = {
     "dcal": lambda x, s, **kw: ActiveLearner(x, "dcal", s, **kw),
     "explore (ours)": lambda x, s, **kw: ActiveLearner(x, "explore", s, **kw),
     "explore-robust": lambda x, s, **kw: ActiveLearner(x, "explore-robust", s, **kw),
+    "explore, drop contradicted": lambda x, s, **kw: ActiveLearner(x, "explore", s, drop_contradicted=True, **kw),
     "random+balanced": lambda x, s, **kw: ActiveLearner(x, "random", s, classifier="balanced", **kw),
     "dcal+balanced": lambda x, s, **kw: ActiveLearner(x, "dcal", s, classifier="balanced", **kw),
     "skactiveml US": lambda x, s: SkactivemlLearner(x, "uncertainty", s),
     "skactiveml DAL": lambda x, s: SkactivemlLearner(x, "discriminative", s),
 }
 QUICK = ("random", "dcal", "explore (ours)", "skactiveml US")
-TRANSFER = ("explore (ours)", "random+balanced", "dcal")
+TRANSFER = ("explore (ours)", "explore, drop contradicted", "random+balanced", "dcal")
+SCRATCH = tuple(s for s in FACTORIES if s != "explore, drop contradicted")  # = explore without a pretrained set
 
 
 def _load(set_name):
@@ -163,7 +167,7 @@ def main(argv=None) -> int:
     parser.add_argument("--transfer", action="store_true",
                         help="start from the other set's labels (one annotator's); 4 seeds")
     args = parser.parse_args(argv)
-    strategies = QUICK if args.quick else TRANSFER if args.transfer else tuple(FACTORIES)
+    strategies = QUICK if args.quick else TRANSFER if args.transfer else SCRATCH
     if args.strategies:
         strategies = tuple(args.strategies)
     if args.transfer and any(s.startswith("skactiveml") for s in strategies):
