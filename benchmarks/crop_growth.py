@@ -24,26 +24,16 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from actsort_nb.preprocess import crop_size
-from actsort_nb.preprocess.crops import MARGIN
+from actsort_nb.preprocess.crops import MARGIN, bounding_boxes
 
 DATA = Path(os.environ.get("ACTSORT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
 def grown_sides(ds, level: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """``(box ± MARGIN side, ActSort's grown side)`` per candidate (larger of height and width)."""
-    fp = ds["footprints"].data
-    n = fp.shape[0]
     h, w = ds.actsort.fov_shape
-    c, y, x = fp.coords
-    peak = np.zeros(n)
-    np.maximum.at(peak, c, fp.data)
-    on = fp.data >= level * peak[c]
-    c, y, x = c[on], y[on], x[on]
-    lo_y, hi_y, lo_x, hi_x = (np.full(n, v) for v in (h, -1, w, -1))
-    np.minimum.at(lo_y, c, y)
-    np.maximum.at(hi_y, c, y)
-    np.minimum.at(lo_x, c, x)
-    np.maximum.at(hi_x, c, x)
+    lo_y, hi_y, lo_x, hi_x = bounding_boxes(ds["footprints"].data, level).T
+    n = len(lo_y)
     y0, y1 = np.maximum(lo_y - MARGIN, 0), np.minimum(hi_y + MARGIN, h - 1)
     x0, x1 = np.maximum(lo_x - MARGIN, 0), np.minimum(hi_x + MARGIN, w - 1)
     centers = ds.actsort.centers()

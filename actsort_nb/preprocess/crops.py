@@ -24,6 +24,7 @@ from .._validation import InputError
 __all__ = [
     "MARGIN",
     "boundary_mask",
+    "bounding_boxes",
     "crop_footprints",
     "crop_origins",
     "crop_size",
@@ -33,8 +34,17 @@ __all__ = [
 MARGIN = 7
 
 
-def _extents(footprints: sparse.COO, level: float) -> np.ndarray:
-    """``(candidate,)`` larger side of each footprint's bounding box (pixels ≥ level·peak)."""
+def bounding_boxes(footprints: sparse.COO, level: float = 0.05) -> np.ndarray:
+    """``(candidate, 4)`` inclusive boxes ``(y0, y1, x0, x1)`` of the pixels ≥ ``level × peak``.
+
+    An empty footprint has ``y1 = x1 = -1`` (and ``y0``, ``x0`` the largest int64).
+
+    Examples
+    --------
+    >>> fp = np.zeros((1, 8, 8), np.float32); fp[0, 2:4, 3:7] = 1
+    >>> bounding_boxes(sparse.COO.from_numpy(fp)).tolist()
+    [[2, 3, 3, 6]]
+    """
     n = footprints.shape[0]
     c, y, x = footprints.coords
     v = footprints.data
@@ -42,16 +52,20 @@ def _extents(footprints: sparse.COO, level: float) -> np.ndarray:
     np.maximum.at(peak, c, v)
     on = v >= level * peak[c]
     c, y, x = c[on], y[on], x[on]
-    lo_y = np.full(n, np.iinfo(np.int64).max)
-    hi_y = np.full(n, -1)
-    lo_x = lo_y.copy()
-    hi_x = hi_y.copy()
-    np.minimum.at(lo_y, c, y)
-    np.maximum.at(hi_y, c, y)
-    np.minimum.at(lo_x, c, x)
-    np.maximum.at(hi_x, c, x)
-    ext = np.maximum(hi_y - lo_y, hi_x - lo_x) + 1
-    return np.where(hi_y >= 0, ext, 0)
+    box = np.empty((n, 4), np.int64)
+    box[:, 0::2] = np.iinfo(np.int64).max
+    box[:, 1::2] = -1
+    np.minimum.at(box[:, 0], c, y)
+    np.maximum.at(box[:, 1], c, y)
+    np.minimum.at(box[:, 2], c, x)
+    np.maximum.at(box[:, 3], c, x)
+    return box
+
+
+def _extents(footprints: sparse.COO, level: float) -> np.ndarray:
+    """``(candidate,)`` larger side of each footprint's bounding box (pixels ≥ level·peak)."""
+    y0, y1, x0, x1 = bounding_boxes(footprints, level).T
+    return np.where(y1 >= 0, np.maximum(y1 - y0, x1 - x0) + 1, 0)
 
 
 def crop_size(
