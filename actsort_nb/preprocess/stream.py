@@ -425,14 +425,25 @@ class _RawFrames:
         self._frame = int(np.prod(dset.shape[1:], dtype=np.int64)) * dset.dtype.itemsize
         self._frames_per_chunk = None if dset.chunks is None else int(dset.chunks[0])
         self._offset = dset.id.get_offset() if dset.chunks is None else None  # contiguous: where it starts
-        self._chunk_offsets: dict[int, int | None] = {}
-        if self._fd is not None and dset.chunks is not None:
-            # every chunk's file offset in one walk of the chunk index (looking one up
-            # walks the index each time, holding h5py's lock: 0.5 s on the benchmark movie)
-            try:
-                dset.id.chunk_iter(lambda info: self._chunk_offsets.__setitem__(info.chunk_offset[0], info.byte_offset))
-            except Exception:  # noqa: BLE001 - an older HDF5 without H5Dchunk_iter: look up per chunk
-                self._chunk_offsets.clear()
+        self._chunk_offsets: dict[int, int | None] | None = None  # walked on the first ranges() call
+        self._lock = threading.Lock()
+
+    def _offsets(self) -> dict[int, int | None]:
+        """Every chunk's file offset, from one walk of the chunk index (done once, when first needed).
+
+        Looking one chunk up walks the index each time, holding h5py's lock (0.5 s on
+        the benchmark movie); the walk takes ~10 ms and is skipped by a :func:`prefetch`
+        that finds the movie read with direct I/O.
+        """
+        with self._lock:  # reader threads call this at once
+            if self._chunk_offsets is None:
+                offsets: dict[int, int | None] = {}
+                try:
+                    self._dset.id.chunk_iter(lambda info: offsets.__setitem__(info.chunk_offset[0], info.byte_offset))
+                except Exception:  # noqa: BLE001 - an older HDF5 without H5Dchunk_iter: look up per chunk
+                    offsets.clear()
+                self._chunk_offsets = offsets
+            return self._chunk_offsets
 
     @property
     def fd(self) -> int | None:
@@ -458,10 +469,11 @@ class _RawFrames:
             off = self._offset
             return None if off is None else [(off + t0 * fb, (t1 - t0) * fb)]
         tail = (0,) * (d.ndim - 1)
+        offsets = self._offsets()
         out: list[tuple[int, int]] = []
         for tc in range(t0 // ct * ct, t1, ct):
-            if tc in self._chunk_offsets:
-                off = self._chunk_offsets[tc]
+            if tc in offsets:
+                off = offsets[tc]
             else:
                 off = d.id.get_chunk_info_by_coord((tc,) + tail).byte_offset
             if off is None:  # never written: h5py gives the fill value
