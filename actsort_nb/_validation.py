@@ -84,3 +84,10 @@ def check_option(value, name: str, options: Iterable[str]) -> str:
             hint = ""
         raise InputError(f"The {name!r} parameter must be one of {options}, got {value!r}.{hint}")
     return value
+
+
+def check_int(value, name: str, minimum: int = 0) -> int:
+    """``value`` as an int if it is an integer (not a bool) >= ``minimum``, else :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"The {name!r} parameter must be an int >= {minimum}, got {value!r}.")
+    return int(value)

@@ -99,6 +99,27 @@ def test_label_table_refuses_bad_input(log_path, tmp_path):
         label_table([1, 5, 0])
     with pytest.raises(InputError, match="candidate 5, but n=3"):
         label_table(log_path, n=3)
+    with pytest.raises(InputError, match="p_cell has 3 values but .* candidate 5"):
+        label_table(log_path, p_cell=np.ones(3) / 2)       # the mistake is p_cell's, not the log's
+    with pytest.raises(InputError, match="1-D"):
+        label_table(log_path, p_cell=np.ones((1, N)) / 2)
+    with pytest.raises(InputError, match="No annotator 'anna'.*'ana', 'ben'"):
+        label_table(log_path, n=N, annotator="anna")       # a typo would export no human label at all
+    for bad in (2, 0, -0.5, "0.5", True):
+        with pytest.raises(InputError, match="threshold"):
+            label_table([1, -1], p_cell=[0.9, 0.6], threshold=bad)
+
+
+def test_a_folder_target_is_refused_and_a_failed_export_keeps_no_backup(log_path, nwb_file, tmp_path):
+    for fmt in ("csv", "hdf5"):
+        with pytest.raises(InputError, match="is a folder"):
+            export(log_path, fmt, tmp_path)
+    out = nwb_file.with_name("copy.nwb")
+    export_nwb(log_path, nwb_file, out=out, n=N)
+    before = sorted(p.name for p in nwb_file.parent.glob("*.nwb"))
+    with pytest.raises(InputError, match="ROIs but n=9"):
+        export_nwb(log_path, nwb_file, out=out, n=9)       # refused: the earlier copy stays, no backup of it
+    assert sorted(p.name for p in nwb_file.parent.glob("*.nwb")) == before
 
 
 # -- CSV and HDF5 ---------------------------------------------------------------------------

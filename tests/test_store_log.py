@@ -221,7 +221,8 @@ def test_dataset_key_refuses_mixing(location):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda log: log.record(-1, 1), "non-negative"),
+    (lambda log: log.record(-1, 1), "index in 0 .. 2\\*\\*63 - 1"),
+    (lambda log: log.record(2**70, 1), "index in 0 .. 2\\*\\*63 - 1"),
     (lambda log: log.record(1.5, 1), "integer index"),
     (lambda log: log.record(True, 1), "integer index"),
     (lambda log: log.record(0, 2), "1 \\(cell\\) or 0"),
@@ -385,5 +386,15 @@ def test_a_log_locked_by_another_program_says_so(tmp_path):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    with LabelLog(path, annotator="ben") as log:
+    with LabelLog(path, annotator="ben", timeout=0.1) as log:
         assert log.events() == []
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:  # locked while the log is open: the label is refused in one sentence, nothing written
+            with pytest.raises(InputError, match="cannot be written \\(database is locked\\).*repeat the last action"):
+                log.record(0, 1)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        log.record(0, 1)
+        assert len(log.events()) == 1

@@ -294,3 +294,24 @@ def test_start_from_a_previous_recordings_labels(sortset, tmp_path):
         day2.close()
     with pytest.raises(InputError, match="pretrained"):
         SortingApp(sortset, log=tmp_path / "day3.sqlite", annotator="ana", pretrained=(old["features"],))
+
+
+def test_undo_of_the_same_annotators_label_from_another_kernel_keeps_learner_and_log_in_step(sortset, tmp_path):
+    # two kernels, one annotator: undo takes back that annotator's last decision, which kernel B made
+    path = tmp_path / "shared.sqlite"
+    a = SortingApp(sortset, log=path, annotator="ana", seed=0)
+    b = SortingApp(sortset, log=path, annotator="ana", seed=1)
+    try:
+        a.label(1, index=5)
+        b.label(0, index=9)
+        act(a, "undo")
+        log_labels = a.log.labels(a.n, annotator="ana")
+        assert log_labels[[5, 9]].tolist() == [1, -1]
+        np.testing.assert_array_equal(a.labels, log_labels)
+        assert "another session" in a.panel.status
+        act(a, "undo")  # now a's own label
+        np.testing.assert_array_equal(a.labels, a.log.labels(a.n, annotator="ana"))
+        assert (a.labels == -1).all()
+    finally:
+        a.close()
+        b.close()

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._validation import InputError, check_int
+
 
 def prequential(
     labels: Sequence[int],
@@ -47,6 +49,7 @@ def prequential(
     >>> n.tolist(), est.round(2).tolist()
     ([1, 2, 3, 4], [nan, 1.0, 1.0, 0.5])
     """
+    window = check_int(window, "window", 1)
     y = np.asarray(labels, dtype=np.int64)
     p = np.asarray(p_before, dtype=np.float64)
     ok = np.asarray(fitted_before, dtype=bool) & (y >= 0)
@@ -85,6 +88,9 @@ def plateau(
     >>> plateau(n[:100], est[:100]) is None
     True
     """
+    patience, min_labels = check_int(patience, "patience", 1), check_int(min_labels, "min_labels", 0)
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)) or not tol >= 0:
+        raise InputError(f"The 'tol' parameter must be a number >= 0, got {tol!r}.")
     n_labels = np.asarray(n_labels)
     est = np.asarray(estimate, dtype=np.float64)
     for j in range(len(est)):

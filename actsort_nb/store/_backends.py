@@ -321,7 +321,14 @@ class SQLiteBackend(_SQLBackend):
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
         cur = self.conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # e.g. locked beyond the busy timeout
+            cur.close()
+            raise InputError(
+                f"The label log {self.location} cannot be written ({exc}); another program holds a lock "
+                "on it: close that program and repeat the last action (nothing was written)."
+            ) from exc
         try:
             yield cur
         except BaseException:

@@ -118,13 +118,25 @@ def label_table(labels: Any, n: int | None = None, *, p_cell: Any = None, annota
     if isinstance(labels, pd.DataFrame):
         return _check_table(labels, n)
     check_option(ties, "ties", ("not_cell", "cell", "unlabelled"))
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
+            or not 0 < threshold < 1:
+        raise InputError(f"The 'threshold' parameter must be a number in (0, 1), got {threshold!r}.")
+    if p_cell is not None and np.ndim(p_cell) != 1:
+        raise InputError(f"p_cell must be 1-D, one P(cell) per candidate; got shape {np.shape(p_cell)}.")
     prov: dict[int, Any] = {}
     if isinstance(labels, (LabelLog, str, os.PathLike)):
         log, opened = _open_log(labels)
         try:
+            if annotator not in (None, CONSENSUS) and annotator not in log.annotators():
+                raise InputError(f"No annotator {annotator!r} wrote to {log.path}; the log holds labels by "
+                                 f"{log.annotators()}, or pass 'consensus'.")
             history = log.history(annotator=None if annotator == CONSENSUS else annotator)
+            last = max((d.candidate for d in history), default=-1)
+            if n is None and p_cell is not None and last >= len(p_cell):
+                raise InputError(f"p_cell has {len(p_cell)} values but {log.path} holds a decision on candidate "
+                                 f"{last}; pass one P(cell) per candidate of the dataset.")
             if n is None:
-                n = len(p_cell) if p_cell is not None else 1 + max((d.candidate for d in history), default=-1)
+                n = len(p_cell) if p_cell is not None else last + 1
             human = log.labels(n, annotator=annotator, ties=ties)
         finally:
             if opened:
@@ -238,6 +250,25 @@ def _backup(path: Path) -> Path | None:
     return dest
 
 
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[tuple[Path, Path | None]]:
+    """:func:`_backup` of ``path`` then :func:`_atomic` on it; a failed write keeps no backup.
+
+    Yields ``(temporary path to write, backup or None)``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"The export target {path} is a folder; give a file name in it, e.g. {path / 'labels'}.")
+    backup = _backup(path)
+    try:
+        with _atomic(path) as tmp:
+            yield tmp, backup
+    except BaseException:
+        if backup is not None:  # the target is untouched: the copy is not needed
+            backup.unlink(missing_ok=True)
+        raise
+
+
 def _copy_target(source: Path, out: Path | None, suffix: str) -> Path:
     source = Path(source)
     if not source.is_file():
@@ -280,8 +311,7 @@ def export_csv(labels: Any, target: str | os.PathLike, **kw: Any) -> Written:
     """
     target = Path(target)
     table = label_table(labels, **kw)
-    backup = _backup(target)
-    with _atomic(target) as tmp:
+    with _replacing(target) as (tmp, backup):
         table.to_csv(tmp, index=True, float_format="%.17g")
     return Written(target, backup)
 
@@ -334,8 +364,7 @@ def export_hdf5(labels: Any, target: str | os.PathLike, **kw: Any) -> Written:
     table = label_table(labels, **kw)
     events = _events_arrays(labels)
     string = h5py.string_dtype("utf-8")
-    backup = _backup(target)
-    with _atomic(target) as tmp:
+    with _replacing(target) as (tmp, backup):
         with h5py.File(tmp, "w") as h:
             h.attrs["format"] = LABELS_FORMAT
             h.attrs["schema"] = 1
@@ -428,8 +457,7 @@ def export_suite2p(labels: Any, target: str | os.PathLike, *, n: int | None = No
     out[decided, 0] = label[decided]
     out[:, 1] = np.where(np.isfinite(prob), prob,
                          out[:, 1] if original is not None else out[:, 0])
-    backup = _backup(path)
-    with _atomic(path) as tmp:
+    with _replacing(path) as (tmp, backup):
         with open(tmp, "wb") as fh:
             np.save(fh, out, allow_pickle=False)
     return Written(path, backup)
@@ -530,8 +558,7 @@ def export_caiman(labels: Any, target: str | os.PathLike, *, out: str | os.PathL
     if good0 is not None and bad0 is None:
         prior[prior < 0] = 0  # CaImAn: everything not accepted is rejected
     label[label < 0] = prior[label < 0]
-    backup = _backup(out)
-    with _atomic(out) as tmp:
+    with _replacing(out) as (tmp, backup):
         shutil.copyfile(source, tmp)
         with _open_caiman(tmp, "r+") as h:
             est = h["estimates"]
@@ -603,8 +630,7 @@ def export_nwb(labels: Any, target: str | os.PathLike, *, out: str | os.PathLike
 
     if not h5py.is_hdf5(source):
         raise InputError(f"{source} is not an NWB (HDF5) file; give the .nwb file holding the ROIs.")
-    backup = _backup(out)
-    with _atomic(out) as tmp:
+    with _replacing(out) as (tmp, backup):
         shutil.copyfile(source, tmp)
         with NWBHDF5IO(str(tmp), "a") as io:
             nwbfile = io.read()

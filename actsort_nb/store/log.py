@@ -128,8 +128,8 @@ def _default_annotator() -> str:
 def _check_candidate(candidate: Any, what: str = "candidate") -> int:
     if isinstance(candidate, (bool, np.bool_)) or not isinstance(candidate, numbers.Integral):
         raise InputError(f"The {what!r} must be an integer index, got {candidate!r} ({type(candidate).__name__}).")
-    if int(candidate) < 0:
-        raise InputError(f"The {what!r} must be a non-negative index, got {int(candidate)}.")
+    if not 0 <= int(candidate) < 2**63:
+        raise InputError(f"The {what!r} must be an index in 0 .. 2**63 - 1, got {int(candidate)}.")
     return int(candidate)
 
 

@@ -397,7 +397,13 @@ class SortingApp:
         if d is None:
             self.panel.status = "Nothing to undo."
             return
-        self.learner.undo()
+        hist = self.learner.history
+        mine = bool(hist) and hist[-1].index == d.candidate
+        if mine:
+            self.learner.undo()
+        else:  # the same annotator's decision from another kernel on this log: the learner follows the log
+            now = self.log.labels(self.n, annotator=self.log.annotator)[d.candidate]
+            self.learner.teach(int(d.candidate), int(now))
         if self._history and self._history[-1] == d.candidate:
             self._history.pop()
         else:  # the log is the truth: rebuild the mirror
@@ -412,7 +418,8 @@ class SortingApp:
             self.live = i
         self._show(i)
         self._refresh_views()
-        self.panel.status = f"Undid your label on candidate {d.candidate_id or i}."
+        where = "" if mine else " (given in another session on this log)"
+        self.panel.status = f"Undid your label on candidate {d.candidate_id or i}{where}."
 
     def prev(self) -> None:
         """Show the previous candidate in this annotator's history."""
