@@ -88,6 +88,9 @@ def _add_preprocess(sub) -> None:
                    help="store traces to K x their noise s.d. (default 0.5; 0: 1/65535 of their range, ~4x larger)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--trust", action="store_true", help="allow reading Suite2p's pickled stat.npy/ops.npy")
+    p.add_argument("--movie-dataset", default=None, metavar="NAME", help="HDF5 movie: the dataset holding the movie")
+    p.add_argument("--matlab-order", action="store_true", default=None,
+                   help="HDF5 movie written by MATLAB as [H W T] (default: guessed from the file)")
 
     def run(args) -> int:
         import contextlib
@@ -97,7 +100,12 @@ def _add_preprocess(sub) -> None:
 
         if args.workers is not None and args.workers < 1:
             raise InputError(f"--workers must be at least 1, got {args.workers}.")
-        candidates = open_candidates(args.extraction, movie=args.movie, trust=args.trust)
+        if args.scheduler is not None and ("://" not in args.scheduler or not args.scheduler.rsplit(":", 1)[-1].isdigit()):
+            raise InputError(f"--scheduler must be a dask.distributed scheduler address such as tcp://host:8786, "
+                             f"got {args.scheduler!r}.")
+        movie_opts = {k: v for k, v in (("movie_dataset", args.movie_dataset), ("matlab_order", args.matlab_order))
+                      if v is not None}
+        candidates = open_candidates(args.extraction, movie=args.movie, trust=args.trust, **movie_opts)
         with contextlib.ExitStack() as stack:
             client = None
             if args.workers is not None or args.scheduler is not None:
@@ -106,7 +114,11 @@ def _add_preprocess(sub) -> None:
                 except ImportError:
                     raise InputError("--workers/--scheduler need dask.distributed; install it with pip install 'actsort_nb[cluster]'.") from None
                 if args.scheduler is not None:
-                    client = stack.enter_context(Client(args.scheduler))
+                    try:
+                        client = stack.enter_context(Client(args.scheduler, timeout="10s"))
+                    except OSError as exc:
+                        raise InputError(f"--scheduler {args.scheduler}: no dask.distributed scheduler answered "
+                                         f"({str(exc).splitlines()[0]}); start one (dask scheduler) or check the address.") from None
                 else:
                     cluster = stack.enter_context(
                         LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None)

@@ -15,9 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import InputError
+from ._validation import InputError, check_int
 
 __all__ = ["run_headless", "launch_lab", "quickstart_path"]
+
+
+def _work_dir(path: str | os.PathLike) -> Path:
+    """``path`` as an existing folder (created if missing); a file there is refused in one sentence."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; give the demo a folder to work in (--dir), e.g. {out}-demo.")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def quickstart_path() -> Path:
@@ -88,8 +97,8 @@ def run_headless(
     from .synthetic import simulate_recording
 
     stream = stream or sys.stdout
-    out = Path(out_dir or "actsort-demo")
-    out.mkdir(parents=True, exist_ok=True)
+    check_int(labels, "labels", 1)
+    out = _work_dir(out_dir or "actsort-demo")
     say = lambda msg: print(msg, file=stream, flush=True)  # noqa: E731
 
     t0 = time.perf_counter()
@@ -123,7 +132,7 @@ def run_headless(
     say("labels  share  balanced accuracy of the sorted output vs ground truth")
     for k, acc in curve:
         say(f"{k:6d}  {k / n:5.1%}  {acc:.3f}")
-    say(f"sorted {n} candidates from {labels} labels in {t3 - t2:.1f} s; labels exported to {csv.path}")
+    say(f"sorted {n} candidates from {min(labels, n)} labels in {t3 - t2:.1f} s; labels exported to {csv.path}")
     say(f"total {t3 - t0:.1f} s. Next: `actsort-nb demo` opens the same steps in JupyterLab.")
     return {
         "n_candidates": n,
@@ -154,8 +163,7 @@ def launch_lab(directory: str | os.PathLike | None = None, *, port: int | None =
         JupyterLab's exit code.
     """
     src = quickstart_path()
-    work = Path(directory or "actsort-demo")
-    work.mkdir(parents=True, exist_ok=True)
+    work = _work_dir(directory or "actsort-demo")
     dst = work / src.name
     if not dst.exists():
         shutil.copy2(src, dst)

@@ -119,3 +119,36 @@ def test_demo_serves_the_quickstart_in_jupyterlab(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+def test_demo_and_preprocess_options_are_checked_in_one_sentence(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    for argv, expected in (
+        (["demo", "--headless", "--dir", str(tmp_path / "a_file")], "is a file; give the demo a folder"),
+        (["demo", "--headless", "--labels", "-5", "--dir", str(tmp_path / "d")], "'labels' parameter must be an int >= 1"),
+        (["preprocess", "m.h5", "e.mat", "-o", "o.h5", "--scheduler", "threads"], "scheduler address such as tcp://"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1
+
+
+def test_preprocess_movie_dataset_option(tmp_path, capsys):
+    # an HDF5 movie file holding two stacks: the error names the CLI option, and the option picks one
+    import h5py
+    import scipy.io
+
+    from actsort_nb.synthetic import simulate_recording
+
+    ds = simulate_recording(n_cells=4, shape=(32, 32), n_frames=60, seed=1)
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        f["mov"] = ds.movie.values
+        f["ref_stack"] = ds.movie.values[:10]
+    fp = ds.footprints.transpose("y", "x", "candidate").data
+    scipy.io.savemat(tmp_path / "e.mat", {"spatial_weights": fp.todense() if hasattr(fp, "todense") else np.asarray(fp),
+                                          "temporal_weights": ds.traces.transpose("time", "candidate").values})
+    args = ["preprocess", str(tmp_path / "m.h5"), str(tmp_path / "e.mat"), "-o", str(tmp_path / "o.h5"), "--quiet",
+            "--no-features"]
+    assert main(args) == 2
+    assert "CLI: --movie-dataset name" in capsys.readouterr().err
+    assert main(args + ["--movie-dataset", "mov"]) == 0, capsys.readouterr().err

@@ -99,3 +99,17 @@ def test_not_a_movie(tmp_path):
     p.write_text("hello")
     with pytest.raises(InputError, match="supported movies are"):
         open_movie(p)
+
+
+def test_a_compressed_tiff_has_the_same_dask_name_in_every_process(tmp_path, movie):
+    # the checkpoint of an interrupted pass recognises its movie by this name: a random one never resumed
+    import subprocess
+    import sys
+
+    tifffile = pytest.importorskip("tifffile")
+    p = tmp_path / "m.tif"
+    tifffile.imwrite(p, movie, compression="zlib")
+    code = f"from actsort_nb.io import open_movie; print(open_movie({str(p)!r}).name)"
+    names = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+             for _ in range(2)}
+    assert len(names) == 1 and open_movie(p).name in next(iter(names))

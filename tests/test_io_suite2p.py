@@ -55,6 +55,22 @@ def test_data_bin_shape_from_ops_or_explicit(plane):
     np.testing.assert_array_equal(open_movie(folder / "data.bin", shape=movie.shape)[3].compute(), movie[3])
 
 
+def test_data_bin_as_the_movie_argument_with_trust(plane, tmp_path, capsys):
+    # the CLI always passes MOVIE: a data.bin needs the trust given for the folder (it asked for --trust again)
+    from actsort_nb.cli import main
+
+    folder, *_, movie = plane
+    for given in (folder / "data.bin", folder):
+        ds = open_candidates(folder, trust=True, movie=given)
+        np.testing.assert_array_equal(ds.movie.data.compute(), movie)
+        assert ds.movie.attrs["source"] == str(given)
+    out = tmp_path / "s2p_sortset.h5"
+    code = main(["preprocess", str(folder / "data.bin"), str(folder), "-o", str(out), "--trust", "--quiet",
+                 "--no-features"])
+    assert code == 0, capsys.readouterr().err
+    assert out.exists()
+
+
 def test_transposed_F_is_reported(tmp_path):
     fp, F, _ = make_truth(n=4, h=11, w=13, t=25)
     folder = write_suite2p(tmp_path / "p", fp, F.T.copy())

@@ -165,3 +165,64 @@ def test_cli_preprocess_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("actsort-nb preprocess:") and err.count("\n") == 1
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(tmp_path, capsys):
+    # -o pointing at the movie or the extraction output would replace the user's data with the sort set
+    import hashlib
+
+    import h5py
+    import scipy.io
+
+    from actsort_nb.cli import main
+    from actsort_nb.io import open_candidates
+
+    synthetic = pytest.importorskip("actsort_nb.synthetic")
+    ds = synthetic.simulate_recording(n_cells=6, shape=(40, 40), n_frames=150, seed=1)
+    movie, extraction = tmp_path / "mov.h5", tmp_path / "ext.mat"
+    with h5py.File(movie, "w") as f:
+        f["mov"] = ds.movie.values
+    fp = ds.footprints.transpose("y", "x", "candidate").data
+    scipy.io.savemat(extraction, {"spatial_weights": fp.todense() if hasattr(fp, "todense") else np.asarray(fp),
+                                  "temporal_weights": ds.traces.transpose("time", "candidate").values})
+    digest = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (movie, extraction)}
+    for target, role in ((movie, "movie"), (extraction, "extraction output")):
+        code = main(["preprocess", str(movie), str(extraction), "-o", str(target), "--quiet", "--no-features"])
+        err = capsys.readouterr().err
+        assert code == 2 and f"is this run's {role}" in err and err.count("\n") == 1
+        with pytest.raises(InputError, match=f"is this run's {role}"):
+            preprocess(open_candidates(extraction, movie=movie), out=target, progress=False, features=False)
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (movie, extraction)} == digest
+    with pytest.raises(InputError, match="'workers' parameter must be an int >= 1"):
+        preprocess(open_candidates(extraction, movie=movie), workers=0, progress=False, features=False)
+
+
+def test_processes_scheduler_full_disk_and_short_recordings_say_what_to_do(tmp_path, monkeypatch):
+    import errno
+
+    import h5py
+
+    from actsort_nb.io import open_movie
+    from actsort_nb.preprocess import sortset
+
+    synthetic = pytest.importorskip("actsort_nb.synthetic")
+    ds = synthetic.simulate_recording(n_cells=4, shape=(32, 32), n_frames=100, seed=1)
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        f["mov"] = ds.movie.values
+    on_disk = ds.assign(movie=(("time", "y", "x"), open_movie(tmp_path / "m.h5")))
+    with pytest.raises(InputError, match="scheduler='processes' cannot send this movie"):
+        preprocess(on_disk, scheduler="processes", progress=False, features=False)
+
+    def full(self, ds):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sortset.SortsetWriter, "finish", full)
+    with pytest.raises(InputError, match="no space left on the disk of .* free some space"):
+        preprocess(ds, out=tmp_path / "full.h5", progress=False, features=False)
+    assert not (tmp_path / "full.h5").exists() and not list(tmp_path.glob(".full.h5.*.tmp"))
+    monkeypatch.undo()
+    short = synthetic.simulate_recording(n_cells=3, shape=(32, 32), n_frames=12, seed=1)
+    with pytest.warns(UserWarning, match="only 12 frames"):
+        preprocess(short, progress=False, features=False)
+    with pytest.raises(InputError, match="at least 3: pass features=False"):
+        preprocess(short.isel(time=slice(0, 2)), progress=False)

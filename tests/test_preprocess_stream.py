@@ -585,3 +585,15 @@ def test_prefetch_asks_the_kernel_for_the_movie_start_in_order(tmp_path, monkeyp
     with prefetch(da.from_array(x, chunks=(10, 16, 20))):  # a numpy movie: nothing to read
         pass
     assert calls == []
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_movie_with_nan_or_inf_is_refused_in_one_sentence(bad):
+    # one bad pixel made a candidate's snapshot scale infinite and its clips all zero, silently
+    from actsort_nb.synthetic import simulate_recording
+
+    ds = simulate_recording(n_cells=6, shape=(40, 40), n_frames=160, seed=1)
+    mov = ds.movie.values.astype(np.float32)
+    mov[130, 10, 11] = bad
+    with pytest.raises(InputError, match=r"NaN or infinite values in frames \d+-\d+ \(e.g. at y, x = \(10, 11\)\)"):
+        preprocess(ds.assign(movie=(("time", "y", "x"), mov)), progress=False, features=False, chunk_frames=50)

@@ -21,6 +21,7 @@ arrays                  :func:`from_arrays`: numpy arrays with named dims
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,8 @@ def open_candidates(path, *, format: str | None = None, movie=None, trust: bool 
         One of ``extract``, ``caiman``, ``suite2p``, ``nwb``, ``neurofinder``,
         ``croissant``; guessed when None.
     movie : path or array, optional
-        The motion-corrected movie (opened lazily with :func:`open_movie` when a path).
+        The motion-corrected movie (opened lazily with :func:`open_movie` when a path;
+        ``movie_dataset=`` and ``matlab_order=`` are its ``dataset`` and ``matlab_order``).
     trust : bool
         Allow Suite2p's pickled ``stat.npy`` / ``ops.npy`` (only for files you made).
     **kwargs
@@ -139,7 +141,17 @@ def open_candidates(path, *, format: str | None = None, movie=None, trust: bool 
     if movie is not None:
         if format == "croissant":
             raise InputError(f"{name(path)}: croissant ROIs come from many experiments and have no movie; drop movie=.")
+        movie_path = as_path(movie) if isinstance(movie, (str, bytes, os.PathLike)) else None
+        if movie_path is not None:  # opened here for every reader: one set of movie options
+            movie = open_movie(movie_path, dataset=kwargs.pop("movie_dataset", None),
+                               matlab_order=kwargs.pop("matlab_order", None), trust=trust)
+        elif "movie_dataset" in kwargs or "matlab_order" in kwargs:
+            raise InputError("movie_dataset= and matlab_order= apply to a movie given as a path; this movie is an array.")
         kwargs["movie"] = movie
+        ds = BACKENDS[format].read(path, **kwargs)
+        if movie_path is not None and "movie" in ds.variables:
+            ds["movie"].attrs["source"] = str(movie_path)  # so that an output never replaces it
+        return ds
     return BACKENDS[format].read(path, **kwargs)
 
 

@@ -247,8 +247,15 @@ def _open_tiff(path: Path) -> da.Array:
             out = tifffile.imread(fname, key=range(start, stop))
             return out.reshape(stop - start, shp[1], shp[2])
 
+    from dask.base import tokenize
+
+    st = path.stat()  # names from the file, the same in every process: a rerun's checkpoint recognises the movie
+    token = tokenize(fname, st.st_mtime_ns, st.st_size, shp, str(dtype))
     blocks = [
-        da.from_delayed(dask.delayed(read_pages)(s, min(s + step, shp[0])), (min(s + step, shp[0]) - s, shp[1], shp[2]), dtype)
+        da.from_delayed(
+            dask.delayed(read_pages)(s, min(s + step, shp[0]), dask_key_name=f"tiff-pages-{token}-{s}"),
+            (min(s + step, shp[0]) - s, shp[1], shp[2]), dtype, name=f"tiff-block-{token}-{s}",
+        )
         for s in range(0, shp[0], step)
     ]
     return da.concatenate(blocks, axis=0)
@@ -296,7 +303,7 @@ def _open_hdf5(path: Path, *, dataset: str | None, matlab_order: bool | None) ->
                 listed = ", ".join(repr(text_key(n)) for n in names[:8]) or "none"
                 raise InputError(
                     f"{name(path)}: the HDF5 file holds {len(names)} 3-D numeric datasets ({listed}); "
-                    "pass dataset='name' to say which one is the movie."
+                    "pass dataset='name' (open_candidates: movie_dataset='name'; CLI: --movie-dataset name) to say which one is the movie."
                 )
             dataset = names[0]
         if dataset not in probe or not isinstance(probe[dataset], h5py.Dataset):
@@ -399,7 +406,8 @@ def resolve_movie(movie, dataset: str | None = None, *, fov=None, n_frames: int 
         if shape[1:] == tuple(fov)[::-1]:
             raise InputError(
                 f"{label}the movie frames are {shape[1:]} but the footprints are {tuple(fov)}, so the movie's y and x look "
-                "swapped; a movie MATLAB wrote as [H W T] opens right with open_movie(path, matlab_order=True)."
+                "swapped; a movie MATLAB wrote as [H W T] opens right with open_movie(path, matlab_order=True) "
+                "(open_candidates: matlab_order=True; CLI: --matlab-order)."
             )
         raise InputError(
             f"{label}the movie frames are {shape[1:]} but the footprints are {tuple(fov)}; "

@@ -10,6 +10,7 @@ output file the pass saves its progress and an interrupted run resumes (:mod:`.c
 """
 from __future__ import annotations
 
+import errno
 import os
 import time
 import warnings
@@ -20,10 +21,10 @@ import numpy as np
 import xarray as xr
 
 from .._memory import release_free_memory
-from .._validation import InputError
+from .._validation import InputError, check_int
 from .checkpoint import checkpoint_path
 from .crops import MARGIN, boundary_mask, crop_footprints, crop_origins, crop_size
-from .events import N_EVENTS, top_events
+from .events import EDGE_FRAMES, N_EVENTS, top_events
 from .sortset import (
     SORTSET_SCHEMA,
     SortsetWriter,
@@ -45,6 +46,39 @@ __all__ = [
     "top_events",
     "write_sortset",
 ]
+
+
+def _inputs(candidates: xr.Dataset, movie) -> dict[str, str]:
+    """The files this run reads, by role: the extraction output and the movie (where known)."""
+    from .stream import _array_source
+
+    found = {"extraction output": str(candidates.attrs.get("source") or ""),
+             "movie": str(candidates["movie"].attrs.get("source") or "")}
+    source = _array_source(movie)
+    if source is not None and not isinstance(source, np.ndarray) and not found["movie"]:
+        found["movie"] = str(getattr(source.file, "filename", "") or "")
+    return {role: path for role, path in found.items() if path}
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) is "no space left on device"."""
+    while exc is not None:
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc) or "errno = 28" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _check_out(out, candidates: xr.Dataset, movie) -> None:
+    """Refuse an output path that is one of the run's inputs (writing it would replace that file)."""
+    target = os.path.realpath(out)
+    for role, path in _inputs(candidates, movie).items():
+        if os.path.realpath(path) == target:
+            stem = os.path.splitext(os.path.basename(os.fspath(out)))[0]
+            raise InputError(
+                f"{out} is this run's {role}; writing the sort set there would replace it: choose another "
+                f"output file, e.g. {stem}_sortset.h5."
+            )
 
 
 def add_features(sortset: xr.Dataset) -> xr.Dataset:
@@ -156,10 +190,21 @@ def preprocess(
     if n == 0:
         raise InputError("this CandidateSet has no candidates; there is nothing to pre-process.")
     check_trace_step(trace_step)  # before the pass, not after it
+    n_t = candidates.sizes["time"]
+    if features and n_t < 3:
+        raise InputError(f"the recording has {n_t} frames; the temporal features need at least 3: pass features=False "
+                         "(CLI: --no-features) or a longer recording.")
+    if n_t <= 2 * EDGE_FRAMES:
+        warnings.warn(f"the recording has only {n_t} frames: ActSort's event rule ignores the first and last "
+                      f"{EDGE_FRAMES}, so every candidate's events are frame 0.", stacklevel=2)
     fp = candidates["footprints"].data
     traces = candidates["traces"].transpose("candidate", "time").data
     movie = candidates["movie"].transpose("time", "y", "x").data
 
+    if workers is not None:
+        check_int(workers, "workers", 1)
+    if out is not None:
+        _check_out(out, candidates, movie)
     writer = SortsetWriter(out, trace_step=trace_step) if out is not None else None  # a bad path fails now
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actsort-write")
     early = None
@@ -223,12 +268,18 @@ def preprocess(
         if writer is not None:
             writer.finish(ds)
             checkpoint_path(out).unlink(missing_ok=True)  # the pass's progress is in the sort set now
-    except BaseException:
+    except BaseException as exc:
         if early is not None:
             early.cancel()
             wait([early])  # the writer is this thread's again
         if writer is not None:
             writer.abort()
+        if isinstance(exc, OSError) and writer is not None and _disk_full(exc):
+            raise InputError(
+                f"{out}: no space left on the disk of {os.path.dirname(os.path.abspath(out))} while writing the sort "
+                "set (nothing was written there); free some space or choose another folder, then run again "
+                "(the pass resumes from its last save)."
+            ) from exc
         raise
     finally:
         pool.shutdown()

@@ -784,9 +784,15 @@ class SortsetWriter:
         return self.path
 
     def abort(self) -> None:
-        """Close and remove the temporary file; nothing at ``path`` changes."""
+        """Close and remove the temporary file; nothing at ``path`` changes.
+
+        Called while another error propagates: closing may fail too (e.g. the disk is
+        full), and that second error must not hide the first.
+        """
         try:
             self._file.close()
+        except OSError:
+            pass
         finally:
             self._tmp.unlink(missing_ok=True)
 

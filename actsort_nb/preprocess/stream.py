@@ -785,6 +785,7 @@ def stream(
         return lambda: run(np.asarray(block.compute(scheduler="synchronous")))
 
     n_chunks = len(movie.chunks[0])
+    floats = np.dtype(movie.dtype).kind in "fc"  # integer movies cannot hold NaN/inf
     moments = Moments()
     first, saver = 0, None
     if checkpoint is not None:
@@ -806,6 +807,12 @@ def stream(
                     clips_flat[rec] = part["clips"]
                     lo_flat[rec] = part["lo"]
                     scale_flat[rec] = part["scale"]
+                if floats and not np.isfinite(part["mean"]).all():
+                    raise InputError(
+                        f"the movie holds NaN or infinite values in frames {starts[i]}-{starts[i + 1] - 1} "
+                        f"(e.g. at y, x = {tuple(int(v) for v in np.argwhere(~np.isfinite(part['mean']))[0])}); "
+                        "replace them (e.g. with np.nan_to_num or the frame's median) before pre-processing."
+                    )
                 moments.add(part)
                 bar.update(int(part["n"]))
                 if saver is not None and i + 1 < n_chunks and saver.due():
@@ -815,6 +822,13 @@ def stream(
                         warnings.warn(f"{saver.path}: cannot save the pass's progress ({exc}); going on without.",
                                       stacklevel=2)
                         saver = None
+    except TypeError as exc:
+        if scheduler == "processes" and "pickle" in str(exc):  # e.g. an h5py dataset behind the movie
+            raise InputError(
+                f"scheduler='processes' cannot send this movie to other processes ({exc}); use the default "
+                "(threads), scheduler='threads', or a dask.distributed Client."
+            ) from exc
+        raise
     finally:
         if raw is not None:
             raw.close()
