@@ -7,7 +7,8 @@ classifier elsewhere) is scored at 0.5, 1, 2, 3 and 5 % of candidates.
 
 Strategies: ActSort's ``random``, ``cal``, ``dal``, ``dcal`` (ActSort's L1 model),
 ours ``explore`` (class-balanced L2 + self-training, uncertainty-weighted
-sampling), the candidate ``explore-robust`` (stronger self-training, a
+sampling, weights held to the registry's feature directions; "explore, no
+directions" without them), the candidate ``explore-robust`` (stronger self-training, a
 label-noise model, novelty-seeking cold start), two ablations
 (``random+balanced``, ``dcal+balanced``: ActSort's queries with our classifier),
 and scikit-activeml's ``UncertaintySampling`` and ``DiscriminativeAL`` with
@@ -116,21 +117,23 @@ FACTORIES = {
     "dal": lambda x, s, **kw: ActiveLearner(x, "dal", s, **kw),
     "dcal": lambda x, s, **kw: ActiveLearner(x, "dcal", s, **kw),
     "explore (ours)": lambda x, s, **kw: ActiveLearner(x, "explore", s, **kw),
+    "explore, no directions": lambda x, s, **kw: ActiveLearner(x, "explore", s, directions=None, **kw),
     "explore-robust": lambda x, s, **kw: ActiveLearner(x, "explore-robust", s, **kw),
     "explore, drop contradicted": lambda x, s, **kw: ActiveLearner(x, "explore", s, drop_contradicted=True, **kw),
     "random+balanced": lambda x, s, **kw: ActiveLearner(x, "random", s, classifier="balanced", **kw),
     "dcal+balanced": lambda x, s, **kw: ActiveLearner(x, "dcal", s, classifier="balanced", **kw),
-    "skactiveml US": lambda x, s: SkactivemlLearner(x, "uncertainty", s),
-    "skactiveml DAL": lambda x, s: SkactivemlLearner(x, "discriminative", s),
+    "skactiveml US": lambda x, s: SkactivemlLearner(np.asarray(x), "uncertainty", s),
+    "skactiveml DAL": lambda x, s: SkactivemlLearner(np.asarray(x), "discriminative", s),
 }
 QUICK = ("random", "dcal", "explore (ours)", "skactiveml US")
-TRANSFER = ("explore (ours)", "explore, drop contradicted", "random+balanced", "dcal")
+TRANSFER = ("explore (ours)", "explore, no directions", "explore, drop contradicted", "random+balanced", "dcal")
 SCRATCH = tuple(s for s in FACTORIES if s != "explore, drop contradicted")  # = explore without a pretrained set
 
 
 def _load(set_name):
     ds = load_benchmark(DATA / "data" / "real" / "actsort_benchmark" / f"{set_name}.mat")
-    return (ds["features"].transpose("candidate", "feature").values,
+    # features with their names: the learner takes the registry's feature directions from them
+    return (ds["features"].transpose("candidate", "feature"),
             ds["annotations"].transpose("annotator", "candidate").values)
 
 

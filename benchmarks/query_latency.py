@@ -4,7 +4,8 @@ Features: rows resampled from the real ActSort ``ebrahimi_reanalysis`` table
 (with 5 % per-feature jitter) to 30,000 and 300,000 candidates x 76 features;
 labels: the annotators' majority of the resampled rows. After 1 % is labelled
 in one batch, each timed step is ``teach(previous query, label)`` followed by
-``query()``, the panel's work per click. scikit-activeml's
+``query()``, the panel's work per click (features named as in a sort set, so the
+``balanced`` classifiers hold the registry's feature directions). scikit-activeml's
 ``UncertaintySampling`` (refit of the same ActSort classifier + query) is timed
 in the same run.
 
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from actsort_nb import feature_set
+from actsort_nb.features.registry import FEATURE_NAMES
 from actsort_nb.learn import ActiveLearner
 from actsort_nb.learn.classifier import standardize
 from actsort_nb.learn.simulate import consensus, load_benchmark
@@ -43,7 +46,8 @@ def resampled(n: int, seed: int = 0):
 
 
 def time_learner(x, y, strategy, reps, seed=0):
-    learner = ActiveLearner(x, strategy, seed)
+    # named features, as a sort set gives them: the balanced classifiers use the feature directions
+    learner = ActiveLearner(feature_set(x, feature_names=list(FEATURE_NAMES)), strategy, seed)
     n0 = len(x) // 100
     first = np.random.default_rng(seed).choice(len(x), n0, replace=False)
     learner.teach(first, y[first])

@@ -49,3 +49,13 @@ def test_docstring_examples_run():
         res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
         assert res.failed == 0, mod.__name__
     assert res.attempted > 0
+
+
+def test_every_feature_has_a_direction_from_the_simulations():
+    from actsort_nb.features.registry import FEATURE_DIRECTIONS, FEATURE_NAMES
+
+    assert list(FEATURE_DIRECTIONS) == list(FEATURE_NAMES)
+    assert set(FEATURE_DIRECTIONS.values()) <= {-1, 0, 1}
+    # what a cell looks like: a clean transient, a compact body away from the edge
+    assert FEATURE_DIRECTIONS["snr"] == 1 and FEATURE_DIRECTIONS["temporal_corruption"] == -1
+    assert FEATURE_DIRECTIONS["edge_distance"] == 1 and FEATURE_DIRECTIONS["circularity"] == 1

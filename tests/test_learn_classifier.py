@@ -137,8 +137,35 @@ def test_presets_split_into_logistic_and_model_options():
     for preset in C.CLASSIFIERS.values():
         opts = C.logistic_options(preset)
         assert set(opts) == {"penalty", "C", "class_weight"}
-        assert set(preset) - set(opts) == {"pseudo_weight", "label_noise"}
+        assert set(preset) - set(opts) == {"pseudo_weight", "label_noise", "directions"}
     assert C.CLASSIFIERS["actsort"]["pseudo_weight"] == 0 == C.CLASSIFIERS["actsort"]["label_noise"]
+    assert not C.CLASSIFIERS["actsort"]["directions"]  # ActSort's model as published
+
+
+def test_sign_constraints_are_the_optimum_of_the_constrained_problem():
+    # projected Newton against scipy's L-BFGS-B on the same objective with the same bounds
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 6))
+    y = (x[:, 0] - x[:, 1] + 0.8 * x[:, 2] + rng.normal(size=60) > 0).astype(float)
+    sign = np.array([1, 1, -1, 0, 1, -1])  # feature 1 and 2 held against their true effect
+    coef = C.fit_logistic(x, y, C=0.5, class_weight="balanced", sign=sign)
+    assert np.all(sign * coef[:-1] >= 0)
+    assert coef[1] == 0 and coef[2] == 0 and coef[0] > 0
+    s = C.balanced_weights(y)
+
+    def obj(v):  # C * weighted log-loss + ||w||^2 / 2, C = 0.5, intercept free
+        z = x @ v[:-1] + v[-1]
+        return 0.5 * np.sum(s * (np.logaddexp(0, z) - y * z)) + 0.5 * v[:-1] @ v[:-1]
+
+    bounds = [(0, None) if g > 0 else (None, 0) if g < 0 else (None, None) for g in sign] + [(None, None)]
+    ref = minimize(obj, np.zeros(7), method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-14, "gtol": 1e-10}).x
+    np.testing.assert_allclose(coef, ref, atol=1e-4)
+    free = C.fit_logistic(x, y, C=0.5, class_weight="balanced")
+    np.testing.assert_array_equal(C.fit_logistic(x, y, C=0.5, class_weight="balanced", sign=np.zeros(6)), free)
+    with pytest.raises(InputError, match="penalty='l2'"):
+        C.fit_logistic(x, y, penalty="l1", sign=sign)
 
 
 def test_predict_proba_is_one_matvec():

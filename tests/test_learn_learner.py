@@ -193,6 +193,30 @@ def test_bad_inputs_are_one_sentence():
         learner.teach([1, 1], [1, 0])
     with pytest.raises(InputError, match="positive int"):
         learner.query(0)
+    with pytest.raises(InputError, match="seed.*>= 0"):
+        ActiveLearner(x, seed=-1)
+    learner.teach(np.arange(6), y[:6])
+    for call in (lambda: learner.accuracy_estimate(window=0), lambda: learner.suggest_stop(patience=-1),
+                 lambda: learner.suggest_stop(tol=None)):
+        with pytest.raises(InputError, match="parameter must be"):
+            call()
+
+
+def test_undo_after_a_strategy_change_uses_the_current_classifier():
+    # the strategy switch refits with another classifier; undoing a label taught before it must not
+    # bring back the old classifier's model
+    x, y = _blobs()
+    learner = ActiveLearner(x, strategy="dcal", seed=0)
+    for _ in range(20):
+        i = learner.query()
+        learner.teach(i, y[i])
+    learner.strategy = "explore"
+    learner.undo()
+    fresh = ActiveLearner(x, strategy="explore", seed=0)
+    lab = np.flatnonzero(learner.labels >= 0)
+    fresh.teach(lab, learner.labels[lab])
+    assert learner.classifier == "balanced"
+    np.testing.assert_allclose(learner.predict_proba(), fresh.predict_proba(), atol=1e-6)
 
 
 def test_history_records_provenance():
@@ -244,3 +268,63 @@ def test_transfer_from_a_previous_session_and_drop_contradicted():
     assert keep_all.pretrained_kept.all()
     with pytest.raises(InputError, match="features"):
         ActiveLearner(x_new, pretrained=(x_old[:, :3], y_old))
+    for bad in (np.full(400, 0.9), np.array(["cell"] * 400), np.r_[np.nan, y_old[1:]], y_old[:-1]):
+        with pytest.raises(InputError, match="one 1/0/-1 .* not probabilities"):
+            ActiveLearner(x_new, pretrained=(x_old, bad))  # P(cell) by mistake would be truncated to 0
+    assert ActiveLearner(x_new, pretrained=(x_old, y_old.astype(float))).fitted
+    names = [f"f{j}" for j in range(x_old.shape[1])]
+    new = feature_set(x_new, feature_names=names)
+    old = feature_set(x_old, feature_names=names)
+    assert ActiveLearner(new, pretrained=(old, y_old)).fitted
+    with pytest.raises(InputError, match="same order: feature 0 is 'f4' there and 'f0' here"):
+        ActiveLearner(new, pretrained=(old.isel(feature=slice(None, None, -1)), y_old))
+
+
+@pytest.mark.parametrize("strategy", ["explore", "explore-robust", "dcal"])
+def test_drop_contradicted_works_with_every_classifier(strategy):
+    # a previous recording labelled the other way round: with the default, strongly regularised
+    # classifier too, 50 new labels drop most of it and the model follows the new labels
+    rng = np.random.default_rng(0)
+    truth = rng.random(1000) < 0.3
+    x = rng.normal(size=(1000, 6)) + 2.0 * truth[:, None]
+    t_old = rng.random(500) < 0.3
+    x_old = rng.normal(size=(500, 6)) + 2.0 * t_old[:, None]
+    learner = ActiveLearner(x, strategy, 0, pretrained=(x_old, (~t_old).astype(int)), drop_contradicted=True)
+    for _ in range(50):
+        i = learner.query()
+        learner.teach(i, truth[i])
+    assert learner.pretrained_kept.sum() < 100
+    assert ((learner.predict_proba() >= 0.5) == truth).mean() > 0.7
+
+
+def test_directions_hold_named_features_to_the_registry_sign():
+    from actsort_nb.features.registry import FEATURE_DIRECTIONS, FEATURE_NAMES
+
+    rng = np.random.default_rng(0)
+    y = rng.random(400) < 0.5
+    x = rng.normal(size=(400, 76))
+    j = FEATURE_NAMES.index("snr")                 # direction +1: here cells have *lower* snr
+    x[:, j] -= 2.0 * y
+    named = feature_set(x, feature_names=list(FEATURE_NAMES))
+    idx = np.arange(60)
+    auto = ActiveLearner(named, seed=0)            # "auto": the registry's directions
+    plain = ActiveLearner(x, seed=0)               # a plain array has no names: no directions
+    for learner in (auto, plain):
+        learner.teach(idx, y[idx])
+    sign = np.array([FEATURE_DIRECTIONS[n] for n in FEATURE_NAMES])
+    assert np.all(sign * auto.coef_[:-1] >= 0) and auto.coef_[j] == 0
+    assert plain.coef_[j] < 0
+    off = ActiveLearner(named, seed=0, directions=None)
+    off.teach(idx, y[idx])
+    np.testing.assert_array_equal(off.coef_, plain.coef_)
+    mine = np.zeros(76)
+    mine[j] = -1
+    own = ActiveLearner(x, seed=0, directions=mine)  # the user's own
+    own.teach(idx, y[idx])
+    assert own.coef_[j] < 0
+    dcal = ActiveLearner(named, "dcal", seed=0)    # ActSort's classifier as published: free
+    dcal.teach(idx, y[idx])
+    assert dcal.coef_[j] < 0
+    for bad in ([1, 0], np.full(76, 2), "yes"):
+        with pytest.raises(InputError, match="'directions' parameter"):
+            ActiveLearner(x, directions=bad)

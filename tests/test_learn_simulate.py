@@ -44,6 +44,8 @@ def test_budget_counts_round_percent_of_candidates():
     assert S.budget_counts(10, [0.0]).tolist() == [0]  # no label: the learner as it starts
     with pytest.raises(InputError, match="percentages"):
         S.budget_counts(10, [-1.0])
+    with pytest.raises(InputError, match="must increase"):
+        S.budget_counts(10, [10, 5])  # each budget is scored after the one before
 
 
 def test_replay_is_seeded_and_reproducible():
@@ -82,6 +84,10 @@ def test_simulate_dims_coords_and_batches():
     assert out["human"].shape == (2, len(S.METRICS))
     with pytest.raises(InputError, match="annotations"):
         S.simulate(ds.drop_vars("annotations"))
+    with pytest.raises(InputError, match="positions 0..3"):
+        S.simulate(ds, ["random"], annotators=[5])
+    one = S.simulate(ds, "random", seeds=[0], budgets=[5], annotators=[0])  # one name, not its letters
+    assert one.strategy.values.tolist() == ["random"]
 
 
 @pytest.mark.realdata

@@ -87,3 +87,29 @@ FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 FEATURE_GROUPS: tuple[str, ...] = tuple(f.group for f in FEATURES)
 
 assert len(FEATURES) == 76 and len(set(FEATURE_NAMES)) == 76
+
+#: Direction of each feature: +1 if higher values look more like a cell, -1 if less, 0 if
+#: unknown. The sign of d' (cells vs false positives) on simulated recordings with ground
+#: truth, written by ``benchmarks/feature_directions.py`` (no real recording or human label
+#: is used). The ``balanced`` classifiers hold each named feature's weight to this sign.
+FEATURE_DIRECTIONS: dict[str, int] = {
+    "snr": 1, "temporal_corruption": -1, "n_bad_peaks": 1, "top_decile_std": 1,
+    "good_peak_spacing": 1, "bad_peak_spacing": -1, "peak_spacing": -1, "peak_width_sum": -1,
+    "good_peak_width_sum": -1, "peak_width_std": -1, "good_peak_width_std": -1, "event_power_1sd": 1,
+    "event_fraction_1sd": -1, "event_count_1sd": -1, "event_power_3sd": 1, "event_fraction_3sd": -1,
+    "event_count_3sd": -1, "event_power_10sd": 1, "event_fraction_10sd": -1, "event_count_10sd": 1,
+    "event_power_30sd": 1, "event_fraction_30sd": -1, "event_count_30sd": -1, "event_power_100sd": 0,
+    "event_fraction_100sd": 0, "event_count_100sd": 0, "event_power_300sd": 0, "event_fraction_300sd": 0,
+    "event_count_300sd": 0, "band_power_0_05": 1, "band_power_05_95": -1, "band_power_50_100": -1,
+    "band_power_0_50": 1, "band_power_95_100": -1, "trace_similarity": -1, "spike_fluorescence": 1,
+    "area": -1, "multiple_bodies": 0, "footprint_sum": 1, "perimeter": -1,
+    "edge_distance": 1, "circularity": 1, "eccentricity": -1, "mean_footprint_value": 1,
+    "spatial_corruption": -1, "footprint_overlap_corr": -1, "epsilon_mean": 1, "epsilon_min": 1,
+    "epsilon_p10": 1, "epsilon_p20": 1, "corr_score": 1, "inside_vs_trace_q01": -1,
+    "inside_vs_trace_q25": -1, "inside_vs_trace_q50": -1, "inside_vs_trace_q75": -1, "inside_vs_trace_q99": -1,
+    "trace_vs_surround_q01": 1, "trace_vs_surround_q25": 1, "trace_vs_surround_q50": 1, "trace_vs_surround_q75": 1,
+    "trace_vs_surround_q99": 1, "inside_vs_surround_q01": 1, "inside_vs_surround_q25": 1, "inside_vs_surround_q50": 1,
+    "inside_vs_surround_q75": 1, "inside_vs_surround_q99": 1, "tqm_00": 1, "tqm_10": 1,
+    "tqm_20": 1, "tqm_30": 1, "tqm_40": 1, "tqm_50": 1,
+    "tqm_60": 1, "tqm_70": 1, "tqm_80": 1, "tqm_90": 1,
+}

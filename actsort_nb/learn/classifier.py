@@ -18,8 +18,14 @@ Three presets are offered (:data:`CLASSIFIERS`):
     weighted by its confidence, and the model is refitted on both
     (``pseudo_weight = 1``: the pseudo-labels weigh at most as much as the human
     labels). Fitted by a small exact Newton solver warm-started from the previous
-    coefficients (1-3 Newton steps per click). On the ActSort benchmark it is
-    markedly better than the L1 model at 0.5-5 % labels (see ``benchmarks/README.md``).
+    coefficients (1-3 Newton steps per click). Where the features are named as in
+    the registry, each weight is held to its feature's known direction
+    (:data:`~actsort_nb.features.registry.FEATURE_DIRECTIONS`, the sign it takes
+    between cells and false positives on simulated recordings; ``sign`` of
+    :func:`fit_logistic`): with ~100 labels and 76 correlated features, a weight
+    fitted against its feature's meaning is mostly noise. On the ActSort benchmark
+    it is markedly better than the L1 model at 0.5-5 % labels (see
+    ``benchmarks/README.md``).
 ``"balanced-robust"``
     ``"balanced"`` with stronger self-training (``pseudo_weight = 3``) and the
     human labels treated as noisy in the same fit (``label_noise = 0.2``, see
@@ -46,11 +52,11 @@ from ._kernels import buffer, logistic
 #: Named classifier presets: keyword arguments for :func:`fit_logistic`.
 CLASSIFIERS: dict[str, dict] = {
     "actsort": {"penalty": "l1", "C": 1.0, "class_weight": None, "pseudo_weight": 0.0,
-                "label_noise": 0.0},
+                "label_noise": 0.0, "directions": False},
     "balanced": {"penalty": "l2", "C": 0.02, "class_weight": "balanced", "pseudo_weight": 1.0,
-                 "label_noise": 0.0},
+                 "label_noise": 0.0, "directions": True},
     "balanced-robust": {"penalty": "l2", "C": 0.02, "class_weight": "balanced",
-                        "pseudo_weight": 3.0, "label_noise": 0.2},
+                        "pseudo_weight": 3.0, "label_noise": 0.2, "directions": True},
 }
 
 #: Keys of a preset that :func:`fit_logistic` itself takes (the rest are :func:`fit_model`'s).
@@ -227,12 +233,18 @@ def _design(*blocks: np.ndarray) -> np.ndarray:
     return xa
 
 
-def _fit_l2_newton(xa, y, s, C, coef_init, tol, max_iter):
+def _fit_l2_newton(xa, y, s, C, coef_init, tol, max_iter, sign=None):
     # One (m, f + 1) work array for every iteration's Hessian: fresh pages are costly
     # on virtual machines (~3 us each, measured), and a click is a few milliseconds.
+    # With ``sign``: weights held to sign[j] * w[j] >= 0 where sign[j] != 0, by projected
+    # Newton (Bertsekas 1982): weights at their bound whose gradient pushes them past it
+    # stay there; the Newton step is taken in the others and projected back.
     f = xa.shape[1] - 1
     lam = 1.0 / C
     w = np.zeros(f + 1) if coef_init is None else np.array(coef_init, dtype=np.float64)
+    bound = None if sign is None else np.r_[np.asarray(sign, dtype=np.float64), 0.0]
+    if bound is not None:
+        w[bound * w < 0] = 0.0
     fo = _objective(xa, y, s, w, lam)
     diag = np.arange(f)
     q = np.empty_like(xa)
@@ -244,15 +256,22 @@ def _fit_l2_newton(xa, y, s, C, coef_init, tol, max_iter):
         h = q.T @ q  # numpy hands X'X to BLAS syrk: half the work of (X' * v) @ X
         h[diag, diag] += lam
         h[f, f] += 1e-10
-        d = -np.linalg.solve(h, g)
+        if bound is None:
+            d = -np.linalg.solve(h, g)
+        else:
+            free = (bound == 0) | (bound * w > 0) | (bound * g <= 0)
+            d = np.zeros(f + 1)
+            d[free] = -np.linalg.solve(h[np.ix_(free, free)], g[free])
         dec = float(g @ d)
         if dec > -1e-14:
             break
         a = 1.0
         while True:
             wn = w + a * d
+            if bound is not None:
+                wn[bound * wn < 0] = 0.0
             fn = _objective(xa, y, s, wn, lam)
-            if fn <= fo + 1e-4 * a * dec or a < 1e-8:
+            if fn <= fo + 1e-4 * (a * dec if bound is None else float(g @ (wn - w))) or a < 1e-8:
                 break
             a *= 0.5
         done = fo - fn <= tol * max(1.0, abs(fn))
@@ -270,6 +289,7 @@ def fit_logistic(
     C: float = 1.0,
     class_weight: str | None = None,
     coef_init: np.ndarray | None = None,
+    sign: np.ndarray | None = None,
     tol: float = 1e-7,
     max_iter: int = 50,
 ) -> np.ndarray:
@@ -293,6 +313,10 @@ def fit_logistic(
         ``"balanced"`` weights each class to half of the total weight.
     coef_init : ndarray, shape (f + 1,), optional
         Starting point for the L2 solver (the previous click's coefficients).
+    sign : ndarray, shape (f,), optional
+        Known directions (L2 only): where ``sign[j]`` is +1 (or -1) the weight of
+        feature ``j`` is held >= 0 (or <= 0); 0 leaves it free. See
+        :data:`actsort_nb.features.registry.FEATURE_DIRECTIONS`.
 
     Returns
     -------
@@ -300,6 +324,12 @@ def fit_logistic(
 
     Examples
     --------
+    >>> x = np.array([[-2.0, 1.0], [-1.0, -1.0], [1.0, 1.0], [2.0, 1.0]])
+    >>> y = np.array([0, 0, 1, 1])
+    >>> round(float(fit_logistic(x, y, C=10.0)[1]), 2)         # free: the 2nd feature helps
+    0.87
+    >>> float(fit_logistic(x, y, C=10.0, sign=np.array([0, -1]))[1])  # held <= 0
+    0.0
     >>> x = np.array([[-2.0], [-1.0], [1.0], [2.0]])
     >>> coef = fit_logistic(x, np.array([0, 0, 1, 1]), C=10.0)
     >>> bool(coef[0] > 0), abs(round(float(coef[1]), 6))
@@ -315,7 +345,9 @@ def fit_logistic(
     s = balanced_weights(y) if class_weight == "balanced" else np.ones(len(y))
     if penalty == "l2":
         with _one_blas_thread():
-            return _fit_l2_newton(_design(x), y, s, float(C), coef_init, tol, max_iter)
+            return _fit_l2_newton(_design(x), y, s, float(C), coef_init, tol, max_iter, sign)
+    if sign is not None:
+        raise InputError("fit_logistic's sign constraints need penalty='l2'.")
     if penalty == "l1":
         from sklearn.linear_model import LogisticRegression
 
@@ -340,6 +372,7 @@ def fit_model(
     label_noise: float = 0.0,
     coef_init: np.ndarray | None = None,
     n_own: int | None = None,
+    sign: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fit a preset: :func:`fit_logistic`, then self-training on ``pool`` if ``pseudo_weight``.
 
@@ -354,7 +387,7 @@ def fit_model(
     refitted on both (L2 only), warm-started. In that fit the human labels are
     replaced by :func:`noise_targets` of the same model when ``label_noise > 0``.
     Human labels are never changed; the pseudo-labels and soft targets only shape
-    the decision boundary.
+    the decision boundary. ``sign``: known feature directions, as in :func:`fit_logistic`.
 
     Examples
     --------
@@ -367,11 +400,12 @@ def fit_model(
     """
     if not pseudo_weight or pool is None or len(pool) == 0 or penalty != "l2":
         return fit_logistic(x, y, penalty=penalty, C=C, class_weight=class_weight,
-                            coef_init=coef_init)
+                            coef_init=coef_init, sign=sign)
     if coef_init is None:  # cold: fit on the human labels first, to have a model to trust
-        coef_init = fit_logistic(x, y, penalty=penalty, C=C, class_weight=class_weight)
+        coef_init = fit_logistic(x, y, penalty=penalty, C=C, class_weight=class_weight, sign=sign)
     return fit_self_training(x, y, pool, coef_init, C=C, class_weight=class_weight,
-                             pseudo_weight=pseudo_weight, label_noise=label_noise, n_own=n_own)
+                             pseudo_weight=pseudo_weight, label_noise=label_noise, n_own=n_own,
+                             sign=sign)
 
 
 def fit_self_training(
@@ -385,6 +419,7 @@ def fit_self_training(
     pseudo_weight: float,
     label_noise: float = 0.0,
     n_own: int | None = None,
+    sign: np.ndarray | None = None,
 ) -> np.ndarray:
     """One round of confidence-weighted self-training with noisy labels (see :func:`fit_model`).
 
@@ -403,7 +438,7 @@ def fit_self_training(
     s_p = conf * (balanced_weights(yp) if class_weight == "balanced" else 1.0)
     s_p *= pseudo_weight * (len(y) if n_own is None else n_own) / len(yp)
     with _one_blas_thread():
-        return _fit_l2_newton(_design(x, pool), np.r_[t, yp], np.r_[s_h, s_p], float(C), coef, 1e-7, 50)
+        return _fit_l2_newton(_design(x, pool), np.r_[t, yp], np.r_[s_h, s_p], float(C), coef, 1e-7, 50, sign)
 
 
 def predict_proba(z: np.ndarray, coef: np.ndarray | None, prior: float = 0.5,

@@ -100,6 +100,9 @@ def budget_counts(n: int, budgets: Sequence[float] = BUDGETS) -> np.ndarray:
     b = np.asarray(budgets, dtype=float)
     if np.any(b < 0) or np.any(b > 100):
         raise InputError(f"budgets are percentages of the candidates in [0, 100], got {b.tolist()}.")
+    if np.any(np.diff(b) <= 0):
+        raise InputError(f"budgets must increase (each is scored after the labels of the one before), "
+                         f"got {b.tolist()}; sort them.")
     return np.where(b > 0, np.maximum(1, np.round(b * n / 100.0)), 0).astype(int)
 
 
@@ -216,8 +219,8 @@ def simulate(
     ----------
     dataset : xarray.Dataset
         ``features(candidate, feature)`` and ``annotations(annotator, candidate)``.
-    strategies : sequence of str, or dict name -> factory
-        Learner strategy names, or ``{name: f(features, seed) -> learner}``.
+    strategies : str, sequence of str, or dict name -> factory
+        A learner strategy name, several, or ``{name: f(features, seed) -> learner}``.
     seeds : sequence of int
     budgets : sequence of float
         Percent of candidates.
@@ -253,16 +256,22 @@ def simulate(
         if var not in dataset:
             raise InputError(f"simulate needs a dataset with a {var!r} variable; "
                              "read one with actsort_nb.io.read_actsort_benchmark.")
-    x = dataset["features"].transpose("candidate", "feature").values
+    named = dataset["features"].transpose("candidate", "feature")  # the names select the learner's directions
     ann = dataset["annotations"].transpose("annotator", ...).values
     if candidates is not None:
-        x, ann = x[candidates], ann[:, candidates]
+        named, ann = named.isel(candidate=candidates), ann[:, candidates]
+    x = named.values
+    if isinstance(strategies, str):
+        strategies = [strategies]
     if isinstance(strategies, dict):
         factories = dict(strategies)
     else:
-        factories = {s: (lambda feats, seed, s=s: ActiveLearner(feats, s, seed, **options))
+        factories = {s: (lambda feats, seed, s=s: ActiveLearner(named, s, seed, **options))
                      for s in strategies}
     rot = list(range(ann.shape[0])) if annotators is None else list(annotators)
+    bad = [a for a in rot if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or not 0 <= a < ann.shape[0]]
+    if bad:
+        raise InputError(f"annotators are positions 0..{ann.shape[0] - 1} in the annotations, got {bad}.")
     res = np.full((len(factories), len(rot), len(seeds), len(budgets), len(METRICS)), np.nan)
     for a_i, a in enumerate(rot):
         truth = consensus(ann, exclude=a)
