@@ -15,6 +15,13 @@ def _blobs(n=240, f=5, seed=0, shift=2.5):
     return x, y.astype(int)
 
 
+def _label(learner, truth, n):
+    """``n`` clicks of a simulated annotator who answers ``truth``: query, then teach."""
+    for _ in range(n):
+        i = learner.query()
+        learner.teach(i, truth[i])
+
+
 def _state(learner):
     return (learner.labels, learner.predict_proba(), learner.coef_, list(learner.history),
             learner._rng.bit_generator.state, learner.accuracy_estimate())
@@ -91,9 +98,7 @@ def test_teach_retrains_once_per_call(monkeypatch):
 def test_undo_restores_the_exact_previous_state(strategy):
     x, y = _blobs()
     learner = ActiveLearner(x, strategy=strategy, seed=4)
-    for _ in range(12):
-        i = learner.query()
-        learner.teach(i, y[i])
+    _label(learner, y, 12)
     before = _state(learner)
     next_query = learner.query(3)
     learner.query()  # consumes random state, not undone: undo is about teach
@@ -117,9 +122,7 @@ def test_undo_all_the_way_back_and_nothing_to_undo():
     first = learner.query()
     fresh = _state(learner)  # undo restores the state just before each teach
     learner.teach(first, y[first])
-    for _ in range(9):
-        i = learner.query()
-        learner.teach(i, y[i])
+    _label(learner, y, 9)
     for _ in range(10):
         learner.undo()
     _assert_same_state(_state(learner), fresh)
@@ -207,9 +210,7 @@ def test_undo_after_a_strategy_change_uses_the_current_classifier():
     # bring back the old classifier's model
     x, y = _blobs()
     learner = ActiveLearner(x, strategy="dcal", seed=0)
-    for _ in range(20):
-        i = learner.query()
-        learner.teach(i, y[i])
+    _label(learner, y, 20)
     learner.strategy = "explore"
     learner.undo()
     fresh = ActiveLearner(x, strategy="explore", seed=0)
@@ -222,9 +223,7 @@ def test_undo_after_a_strategy_change_uses_the_current_classifier():
 def test_history_records_provenance():
     x, y = _blobs()
     learner = ActiveLearner(x, strategy="dcal", seed=0)
-    for _ in range(10):
-        i = learner.query()
-        learner.teach(i, y[i])
+    _label(learner, y, 10)
     learner.teach(0 if learner.labels[0] < 0 else 1, 1)  # a click the user chose
     h = learner.history
     assert isinstance(h[0], HistoryEntry)
@@ -237,9 +236,7 @@ def test_history_records_provenance():
 def test_accuracy_estimate_and_stop_suggestion():
     x, y = _blobs(600, shift=4.0)
     learner = ActiveLearner(x, strategy="random", seed=0)
-    for _ in range(150):
-        i = learner.query()
-        learner.teach(i, y[i])
+    _label(learner, y, 150)
     n, est = learner.accuracy_estimate()
     assert n.tolist() == list(range(1, 151))
     assert np.isnan(est[0]) and est[-1] > 0.85  # separable data, random queries
@@ -290,9 +287,7 @@ def test_drop_contradicted_works_with_every_classifier(strategy):
     t_old = rng.random(500) < 0.3
     x_old = rng.normal(size=(500, 6)) + 2.0 * t_old[:, None]
     learner = ActiveLearner(x, strategy, 0, pretrained=(x_old, (~t_old).astype(int)), drop_contradicted=True)
-    for _ in range(50):
-        i = learner.query()
-        learner.teach(i, truth[i])
+    _label(learner, truth, 50)
     assert learner.pretrained_kept.sum() < 100
     assert ((learner.predict_proba() >= 0.5) == truth).mean() > 0.7
 
