@@ -81,7 +81,7 @@ def test_a_failed_trace_write_stops_preprocess_and_leaves_nothing(recording, tmp
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(sortset_mod, "_write_traces", full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(InputError, match="no space left on the disk of .*; free some space or choose another folder"):
         preprocess(recording, out=tmp_path / "s.h5", progress=False, features=False)
     assert list(tmp_path.iterdir()) == []
 

@@ -277,8 +277,7 @@ def preprocess(
         if isinstance(exc, OSError) and writer is not None and _disk_full(exc):
             raise InputError(
                 f"{out}: no space left on the disk of {os.path.dirname(os.path.abspath(out))} while writing the sort "
-                "set (nothing was written there); free some space or choose another folder, then run again "
-                "(the pass resumes from its last save)."
+                "set (nothing was written there); free some space or choose another folder, then run again."
             ) from exc
         raise
     finally:
