@@ -194,7 +194,8 @@ def candidate_set(
     if empty.size:
         raise InputError(
             f"{where(source, 'footprints')}{empty.size} candidate(s) have an all-zero footprint "
-            f"(first at index {int(empty[0])}); drop them before loading."
+            f"(first at index {int(empty[0])}); remove them from the extraction output first (e.g. load its "
+            "arrays yourself and pass the non-empty candidates to actsort_nb.io.from_arrays)."
         )
     h, w = fp.shape[1:]
     if ids is None:

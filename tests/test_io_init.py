@@ -55,8 +55,19 @@ def test_bad_format_option_suggests(tmp_path, truth):
 
 def test_movie_is_not_candidates(tmp_path, truth):
     p = write_h5_movie(tmp_path / "m.h5", truth[2])
-    with pytest.raises(InputError, match="is a movie, not an extraction output"):
+    with pytest.raises(InputError, match="is a movie, not an extraction output.*MOVIE first, then EXTRACTION"):
         open_candidates(p)
+
+
+def test_suite2p_root_and_incomplete_plane_folders_say_which(tmp_path):
+    root = tmp_path / "suite2p"
+    for plane in ("plane0", "plane1"):
+        (root / plane).mkdir(parents=True)
+    with pytest.raises(InputError, match="Suite2p output folder with plane0, plane1; open one plane folder"):
+        open_candidates(root)
+    np.save(root / "plane0" / "F.npy", np.zeros((2, 5), np.float32))
+    with pytest.raises(InputError, match="Suite2p plane folder but has no stat.npy"):
+        open_candidates(root / "plane0")
 
 
 def test_describe_candidates(tmp_path, truth):

@@ -113,3 +113,12 @@ def test_a_compressed_tiff_has_the_same_dask_name_in_every_process(tmp_path, mov
     names = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
              for _ in range(2)}
     assert len(names) == 1 and open_movie(p).name in next(iter(names))
+
+
+def test_a_pickled_npy_is_not_a_movie(tmp_path):
+    # e.g. Suite2p's classifier.npy given as the movie: said to be a pickle needing --trust, which did not help
+    p = tmp_path / "classifier.npy"
+    np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for trust in (False, True):
+        with pytest.raises(InputError, match="holds pickled Python objects, not movie frames"):
+            open_movie(p, trust=trust)

@@ -323,7 +323,9 @@ def test_truncated_file_refused(saved):
     saved.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="truncated or corrupt") as err:
         open_sortset(saved)
-    assert str(saved) in str(err.value)
+    assert str(saved) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(InputError, match="is a folder; give the sort set file in it"):
+        open_sortset(saved.parent)
 
 
 def test_empty_and_text_files_refused(tmp_path):

@@ -124,13 +124,23 @@ def open_candidates(path, *, format: str | None = None, movie=None, trust: bool 
         format = guess_format(path)
     else:
         check_option(format, "format", readers)
+    if format is None and path.is_dir():
+        planes = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.startswith("plane"))
+        if planes:
+            raise InputError(f"{name(path)}: is a Suite2p output folder with {', '.join(planes)}; open one plane "
+                             f"folder, e.g. {name(path / planes[0])}.")
+        if (path / "stat.npy").is_file() or (path / "F.npy").is_file():
+            missing = [f for f in ("stat.npy", "F.npy") if not (path / f).is_file()]
+            raise InputError(f"{name(path)}: looks like a Suite2p plane folder but has no {' or '.join(missing)}; "
+                             "copy the whole plane folder that Suite2p wrote.")
     if format is None:
         raise InputError(
             f"{name(path)}: is not a format actsort_nb recognises; supported are {SUPPORTED} (pass format= if the guess failed)."
         )
     if format == "movie":
         raise InputError(
-            f"{name(path)}: is a movie, not an extraction output; open the extraction output and pass this file as movie=."
+            f"{name(path)}: is a movie, not an extraction output; pass the extraction output there, and this file as "
+            "the movie (movie= in Python; actsort-nb preprocess takes MOVIE first, then EXTRACTION)."
         )
     if format == "actsort-benchmark":
         raise InputError(

@@ -197,8 +197,9 @@ def open_movie(
 
 def _open_npy(path: Path) -> da.Array:
     shp, fortran, dtype, offset = npy_header(path)
-    if dtype.hasobject:
-        load_npy(path, trust=False)  # raises: a pickle is never a movie, and is not loaded
+    if dtype.hasobject:  # a pickle (e.g. a Suite2p classifier.npy) is never a movie, and is not loaded
+        raise InputError(f"{name(path)}: holds pickled Python objects, not movie frames; a movie .npy holds "
+                         "a numeric (time, y, x) array.")
     _check_movie_shape(shp, dtype, path)
     return _from_frames(FileFrames(path, dtype, shp, offset, "F" if fortran else "C"), "npy-movie")
 

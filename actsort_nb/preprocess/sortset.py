@@ -922,10 +922,13 @@ def open_sortset(path: str | os.PathLike, *, chunk_candidates: int = 256) -> xr.
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such sort set file; check the path or run `actsort-nb preprocess` first.")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give the sort set file in it (written by `actsort-nb preprocess`, e.g. sortset.h5).")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise _refuse(path, f"is not a readable HDF5 file (truncated or corrupt: {exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _refuse(path, f"is not a readable HDF5 file (truncated or corrupt: {first})") from None
     with f:
         try:
             return _read(f, path, chunk_candidates)
