@@ -112,3 +112,11 @@ def test_docstring_examples_run(module):
     mod = importlib.import_module("actsort_nb.io" if module == "__init__" else f"actsort_nb.io.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_an_unknown_reader_option_names_the_right_one(tmp_path, truth):
+    p = write_extract_v5(tmp_path / "a.mat", *truth[:2])
+    with pytest.raises(InputError, match="no option 'dataset'; it takes .*Did you mean 'movie_dataset'"):
+        open_candidates(p, dataset="mov")
+    with pytest.raises(InputError, match="matlab_order= applies to a movie given as a path"):
+        open_candidates(p, matlab_order=True)

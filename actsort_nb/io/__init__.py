@@ -148,9 +148,11 @@ def open_candidates(path, *, format: str | None = None, movie=None, trust: bool 
         )
     if format == "suite2p":
         kwargs["trust"] = trust
+    movie_path = None
     if movie is not None:
         if format == "croissant":
-            raise InputError(f"{name(path)}: croissant ROIs come from many experiments and have no movie; drop movie=.")
+            raise InputError(f"{name(path)}: croissant ROIs come from many experiments and have no movie, so they cannot "
+                             "be pre-processed; open them without a movie (open_candidates(path)) to inspect them.")
         movie_path = as_path(movie) if isinstance(movie, (str, bytes, os.PathLike)) else None
         if movie_path is not None:  # opened here for every reader: one set of movie options
             movie = open_movie(movie_path, dataset=kwargs.pop("movie_dataset", None),
@@ -158,11 +160,31 @@ def open_candidates(path, *, format: str | None = None, movie=None, trust: bool 
         elif "movie_dataset" in kwargs or "matlab_order" in kwargs:
             raise InputError("movie_dataset= and matlab_order= apply to a movie given as a path; this movie is an array.")
         kwargs["movie"] = movie
-        ds = BACKENDS[format].read(path, **kwargs)
-        if movie_path is not None and "movie" in ds.variables:
-            ds["movie"].attrs["source"] = str(movie_path)  # so that an output never replaces it
-        return ds
-    return BACKENDS[format].read(path, **kwargs)
+    if movie_path is None and "matlab_order" in kwargs:
+        raise InputError("matlab_order= applies to a movie given as a path (movie=PATH); there is none here.")
+    _check_reader_options(format, kwargs)
+    ds = BACKENDS[format].read(path, **kwargs)
+    if movie_path is not None and "movie" in ds.variables:
+        ds["movie"].attrs["source"] = str(movie_path)  # so that an output never replaces it
+    return ds
+
+
+def _check_reader_options(format: str, options: dict) -> None:
+    """Refuse keyword options the ``format`` reader does not take, naming the ones it does."""
+    import inspect
+
+    from .._validation import did_you_mean
+
+    params = inspect.signature(BACKENDS[format].read).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [k for k in params if k != "path"]
+    for key in options:
+        if key not in known:
+            offered = list(dict.fromkeys([k for k in known if k != "movie"] + ["movie_dataset", "matlab_order"]))
+            hint = did_you_mean(key, offered).strip()
+            raise InputError(f"open_candidates: the {format} reader has no option {key!r}; it takes "
+                             f"{', '.join(offered)}. {hint}".strip())
 
 
 # --------------------------------------------------------------------------- describe
