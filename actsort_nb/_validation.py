@@ -91,3 +91,16 @@ def check_int(value, name: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InputError(f"The {name!r} parameter must be an int >= {minimum}, got {value!r}.")
     return int(value)
+
+
+def check_number(value, name: str, low: float, high: float, *, exclusive: bool = False) -> float:
+    """``value`` as a float in ``(low, high)`` (``exclusive``) or ``[low, high]``, else :class:`InputError`.
+
+    A bool or a string is not a number here.
+    """
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
+    v = float(value) if ok else float("nan")
+    if not ((low < v < high) if exclusive else (low <= v <= high)):
+        bounds = f"({low}, {high})" if exclusive else f"[{low}, {high}]"
+        raise InputError(f"The {name!r} parameter must be a number in {bounds}, got {value!r}.")
+    return v

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .._validation import InputError, check_int
+from .._validation import check_int, check_number
 
 
 def prequential(
@@ -89,8 +89,7 @@ def plateau(
     True
     """
     patience, min_labels = check_int(patience, "patience", 1), check_int(min_labels, "min_labels", 0)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)) or not tol >= 0:
-        raise InputError(f"The 'tol' parameter must be a number >= 0, got {tol!r}.")
+    check_number(tol, "tol", 0.0, np.inf)
     n_labels = np.asarray(n_labels)
     est = np.asarray(estimate, dtype=np.float64)
     for j in range(len(est)):

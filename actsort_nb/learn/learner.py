@@ -13,7 +13,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validation import InputError, check_finite, check_int, check_ndim, check_numeric, check_option
+from .._validation import (
+    InputError, check_finite, check_int, check_ndim, check_number, check_numeric, check_option,
+)
 from . import estimate as _estimate
 from .classifier import (
     CLASSIFIERS, PSEUDO_SAMPLE, can_fit, fit_logistic, fit_model, predict_proba,
@@ -66,19 +68,6 @@ def _feature_names(features) -> list[str] | None:
     if coords is None or "feature" not in coords or coords["feature"].dtype.kind not in "OUS":
         return None
     return [str(v) for v in coords["feature"].values]
-
-
-def _check_unit(value, name: str, low: float, high: float, open_low: bool) -> float:
-    """``value`` as a float in ``(low, high)`` (``open_low``) or ``[low, high]``, else InputError."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    ok = (low < v < high) if open_low else (low <= v <= high)
-    if not ok:
-        bounds = f"({low}, {high})" if open_low else f"[{low}, {high}]"
-        raise InputError(f"The {name!r} parameter must be a number in {bounds}, got {value!r}.")
-    return v
 
 
 class ActiveLearner:
@@ -182,10 +171,10 @@ class ActiveLearner:
         check_int(seed, "seed", 0)
         self._strategy = strategy
         self._classifier = classifier
-        self._threshold = _check_unit(threshold, "threshold", 0.0, 1.0, open_low=True)
-        self._dcal_weight = _check_unit(dcal_weight, "dcal_weight", 0.0, 1.0, open_low=False)
-        self._confidence = _check_unit(
-            contradiction_confidence, "contradiction_confidence", 0.5, 1.0, open_low=True
+        self._threshold = check_number(threshold, "threshold", 0.0, 1.0, exclusive=True)
+        self._dcal_weight = check_number(dcal_weight, "dcal_weight", 0.0, 1.0, exclusive=False)
+        self._confidence = check_number(
+            contradiction_confidence, "contradiction_confidence", 0.5, 1.0, exclusive=True
         )
         self.seed = int(seed)
         self._feature_names = _feature_names(features)
@@ -321,7 +310,7 @@ class ActiveLearner:
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        self._threshold = _check_unit(value, "threshold", 0.0, 1.0, open_low=True)
+        self._threshold = check_number(value, "threshold", 0.0, 1.0, exclusive=True)
 
     @property
     def dcal_weight(self) -> float:
@@ -330,7 +319,7 @@ class ActiveLearner:
 
     @dcal_weight.setter
     def dcal_weight(self, value: float) -> None:
-        self._dcal_weight = _check_unit(value, "dcal_weight", 0.0, 1.0, open_low=False)
+        self._dcal_weight = check_number(value, "dcal_weight", 0.0, 1.0, exclusive=False)
 
     # ------------------------------------------------------------------- state
     @property

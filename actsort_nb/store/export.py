@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from .._validation import InputError, check_option
+from .._validation import InputError, check_number, check_option
 from .log import CONSENSUS, LabelLog
 
 __all__ = [
@@ -118,9 +118,7 @@ def label_table(labels: Any, n: int | None = None, *, p_cell: Any = None, annota
     if isinstance(labels, pd.DataFrame):
         return _check_table(labels, n)
     check_option(ties, "ties", ("not_cell", "cell", "unlabelled"))
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
-            or not 0 < threshold < 1:
-        raise InputError(f"The 'threshold' parameter must be a number in (0, 1), got {threshold!r}.")
+    check_number(threshold, "threshold", 0.0, 1.0, exclusive=True)
     if p_cell is not None and np.ndim(p_cell) != 1:
         raise InputError(f"p_cell must be 1-D, one P(cell) per candidate; got shape {np.shape(p_cell)}.")
     prov: dict[int, Any] = {}
