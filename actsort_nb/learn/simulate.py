@@ -266,7 +266,9 @@ def simulate(
     if isinstance(strategies, dict):
         factories = dict(strategies)
     else:
-        factories = {s: (lambda feats, seed, s=s: ActiveLearner(named, s, seed, **options))
+        # our learners take the named table (their feature directions come from the names); a
+        # custom factory gets the plain array, as documented
+        factories = {s: (lambda _array, seed, s=s: ActiveLearner(named, s, seed, **options))
                      for s in strategies}
     rot = list(range(ann.shape[0])) if annotators is None else list(annotators)
     bad = [a for a in rot if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or not 0 <= a < ann.shape[0]]
