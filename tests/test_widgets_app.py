@@ -315,3 +315,105 @@ def test_undo_of_the_same_annotators_label_from_another_kernel_keeps_learner_and
     finally:
         a.close()
         b.close()
+
+
+def test_relabelling_the_whole_history_walks_forward_to_the_queried_candidate(app):
+    # each relabel appends to the history; the walk must still end at the live candidate (it cycled)
+    done = []
+    for v in (1, 0, 1):
+        done.append(app.shown)
+        act(app, "label", label=v)
+    live = app.shown
+    for _ in range(3):
+        act(app, "prev")
+    seen = []
+    for _ in range(3):
+        seen.append(app.shown)
+        act(app, "label", label=1)
+    assert seen == done and app.shown == live
+    np.testing.assert_array_equal(app.labels, app.log.labels(app.n, annotator="ana"))
+
+
+def test_bad_requests_are_one_sentence_and_record_nothing(app):
+    shown = app.shown
+    for bad in (-1, 7, "yes", None):
+        act(app, "label", label=bad)
+        assert "nothing was recorded" in app.panel.status and app.log.events() == []
+    _Seq.n += 1
+    app.panel.action = {"kind": "label", "seq": _Seq.n, "index": shown}  # no label key
+    assert "carries no label" in app.panel.status and app.panel.ack == _Seq.n
+    for seq in ("x", None):  # a malformed seq does not escape the observer
+        app.panel.action = {"kind": "next", "seq": seq}
+    for kw in ({}, {"index": float("nan")}, {"index": [1]}):
+        act(app, "goto", **{"index": None, **kw})
+        assert app.panel.status.startswith("go to needs a candidate index")
+    assert app.errors == [] and app.log.events() == []
+
+
+def test_strategy_change_refreshes_the_views_and_logs_who_proposed(app, tmp_path):
+    for _ in range(8):
+        act(app, "label", label=int(app.shown % 2))
+    i = app.shown                       # proposed by dcal
+    app.plots.strategy.value = "explore"  # another classifier: the learner refits
+    np.testing.assert_allclose(app._p, app.learner.predict_proba())
+    assert app.panel.model_view["p_cell"] == pytest.approx(app.learner.predict_proba()[app.shown])
+    act(app, "label", label=1)
+    assert app.log.history()[-1].candidate == i and app.log.history()[-1].strategy == "dcal"
+
+
+def test_controls_show_the_learners_settings_and_a_foreign_log_object_is_refused(sortset, tmp_path):
+    from actsort_nb.store import LabelLog
+
+    a = SortingApp(sortset, log=tmp_path / "r.sqlite", annotator="ana", strategy="explore-robust", threshold=0.995)
+    try:
+        assert a.plots.strategy.value == "explore-robust" and a.plots.threshold.value == pytest.approx(0.995)
+    finally:
+        a.close()
+    other = make_sortset(12, shape=(60, 60), n_frames=200, crop=15, seed=7)
+    with LabelLog(tmp_path / "other.sqlite", annotator="ana", dataset=dataset_key(other)) as log:
+        with pytest.raises(InputError, match="belongs to dataset"):
+            SortingApp(sortset, log=log)
+
+
+def test_a_sort_set_written_by_preprocess_and_reopened_uses_the_same_log(tmp_path):
+    from actsort_nb.preprocess import open_sortset, preprocess
+    from actsort_nb.synthetic import simulate_recording
+
+    out = tmp_path / "s.h5"
+    mem = preprocess(simulate_recording(n_cells=6, shape=(48, 48), n_frames=150, seed=0), out=out, progress=False)
+    assert default_log_path(mem) == default_log_path(open_sortset(out)) == tmp_path / "s.labels.sqlite"
+    moved = open_sortset(out)
+    out.rename(tmp_path / "elsewhere.h5")
+    with pytest.warns(UserWarning, match="is gone \\(moved\\?\\)"):
+        default_log_path(moved)
+
+
+def test_learner_and_log_agree_when_two_kernels_label_the_same_candidate(sortset, tmp_path):
+    path = tmp_path / "shared.sqlite"
+    a = SortingApp(sortset, log=path, annotator="ana", seed=0)
+    b = SortingApp(sortset, log=path, annotator="ana", seed=1)
+    try:
+        x = a.shown
+        act(a, "label", label=1)
+        b.goto(index=x)
+        act(b, "label", label=0)
+        act(a, "undo")  # takes back b's 0: a's own 1 is effective again
+        np.testing.assert_array_equal(a.labels, a.log.labels(a.n, annotator="ana"))
+        assert a.labels[x] == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_decision_is_taught_even_when_showing_the_next_candidate_fails(app, monkeypatch):
+    real = SortingApp._show
+
+    def broken(self, i, payload=None):
+        raise OSError("the sort set file cannot be read")
+
+    monkeypatch.setattr(SortingApp, "_show", broken)
+    i = app.shown
+    act(app, "label", label=1)
+    assert "cannot be read" in app.panel.status
+    monkeypatch.setattr(SortingApp, "_show", real)
+    assert app.labels[i] == 1 == app.log.labels(app.n, annotator="ana")[i]

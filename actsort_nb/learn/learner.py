@@ -406,6 +406,14 @@ class ActiveLearner:
             self._proposed[i] = name
         return int(q.indices[0]) if k is None else np.asarray(q.indices, dtype=np.intp)
 
+    def proposed_by(self, i: int) -> str | None:
+        """The strategy whose query proposed candidate ``i`` (not yet labelled), None if none did.
+
+        As :attr:`history` will record it (e.g. ``"dcal:warmup-random"``): the strategy
+        at the time of the query, even if :attr:`strategy` changed since.
+        """
+        return self._proposed.get(int(i))
+
     def teach(self, i, label) -> None:
         """Record human label(s) and retrain once.
 

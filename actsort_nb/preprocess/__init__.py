@@ -268,6 +268,7 @@ def preprocess(
         if writer is not None:
             writer.finish(ds)
             checkpoint_path(out).unlink(missing_ok=True)  # the pass's progress is in the sort set now
+            ds.attrs["sortset_path"] = str(out)  # as open_sortset gives it: the same default label log
     except BaseException as exc:
         if early is not None:
             early.cancel()

@@ -291,6 +291,9 @@ class SQLiteBackend(_SQLBackend):
             raise InputError(f"Label log path {path} is a folder; give a file name such as {path / 'labels.sqlite'}.")
         if not path.parent.is_dir():
             raise InputError(f"Label log folder {path.parent} does not exist; create it or choose another path.")
+        if not os.access(path.parent, os.W_OK):
+            raise InputError(f"Label log folder {path.parent} is read-only (SQLite writes a journal beside the log); "
+                             "choose a folder you can write to.")
         if path.exists() and path.stat().st_size:
             with open(path, "rb") as fh:
                 magic = fh.read(16)

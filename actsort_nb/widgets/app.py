@@ -22,6 +22,7 @@ import collections
 import hashlib
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,14 @@ def default_log_path(sortset: xr.Dataset) -> Path:
         p = Path(src)
         return p.with_name(p.stem + ".labels.sqlite")
     key = dataset_key(sortset).replace(":", "-")
-    return Path("actsort_labels") / f"{key}.sqlite"
+    fallback = Path("actsort_labels") / f"{key}.sqlite"
+    if src:
+        warnings.warn(
+            f"the sort set's file {src} is gone (moved?), so its label log {Path(src).stem}.labels.sqlite is not "
+            f"found beside it; using {fallback}. To resume, reopen the sort set where it is now, or pass log=.",
+            stacklevel=3,
+        )
+    return fallback
 
 
 class SortingApp:
@@ -147,12 +155,18 @@ class SortingApp:
         self.sortset = sortset
         self.source = CandidateSource(sortset)
         self.n = self.source.n
-        features = np.asarray(sortset["features"].transpose("candidate", "feature").values, dtype=np.float32)
+        features = sortset["features"].transpose("candidate", "feature")  # named: the learner's feature directions
         kwargs = {"strategy": STRATEGY_ALIASES.get(strategy, strategy)} if strategy else {}
         self.learner = ActiveLearner(features, seed=seed, pretrained=pretrained, **kwargs)
         if threshold is not None:
             self.learner.threshold = float(threshold)
         if isinstance(log, LabelLog):
+            key = dataset_key(sortset)
+            if log.dataset is not None and log.dataset != key:
+                raise InputError(
+                    f"The label log {log.path} belongs to dataset {log.dataset!r}, not {key!r}; pass this sort "
+                    "set's log (or a new log=...)."
+                )
             self.log = log
         else:
             path = Path(log) if log is not None else default_log_path(sortset)
@@ -176,6 +190,7 @@ class SortingApp:
         self._skipped: set[int] = set()
         self._history: list[int] = []  # candidates of this annotator's effective decisions, in order
         self._hist_pos: int | None = None
+        self._hist_end = 0  # history entries when browsing began: relabels append after it
         self._p: np.ndarray | None = None
         self._seq = 0
 
@@ -323,40 +338,45 @@ class SortingApp:
         i = self.shown if index is None else int(index)
         if i is None:
             raise InputError("there is no candidate on screen to label; every candidate is labelled.")
-        value = int(bool(value))
+        if isinstance(value, (bool, np.bool_)) or value in (0, 1):
+            value = int(value)
+        else:
+            raise InputError(f"a label is 1 (cell) or 0 (not a cell), got {value!r}; nothing was recorded.")
         by_query = i == self.live and self._hist_pos is None
-        strategy = self.learner.strategy if by_query else "user"
+        strategy = (self.learner.proposed_by(i) or self.learner.strategy).split(":")[0] if by_query else "user"
         p = self._p_of(i)
         self.log.record(i, value, candidate_id=self.source.id_strings[i], strategy=strategy,
                         p_cell=None if not np.isfinite(p) else min(max(p, 0.0), 1.0))
         self._history.append(i)
         t_log = time.perf_counter()
-        # 2. move on before retraining
+        # 2. move on before retraining; the learner is taught what was logged even if showing fails
         retrained = False
-        if self._hist_pos is not None:
-            self._hist_pos += 1
-            if self._hist_pos >= len(self._history) - 1:  # the relabel itself is now the newest entry
-                self._hist_pos = None
-        if self._hist_pos is not None:
-            self._show(self._history[self._hist_pos])
-        elif i == self.live:
-            nxt = self._take_prefetch()
-            if nxt is None:  # nothing prefetched: this click pays for its retrain first
-                self.learner.teach(i, bool(value))
-                retrained = True
+        try:
+            if self._hist_pos is not None:
+                self._hist_pos += 1
+                if self._hist_pos >= self._hist_end:  # past the entries browsed (relabels append after them)
+                    self._hist_pos = None
+            if self._hist_pos is not None:
+                self._show(self._history[self._hist_pos])
+            elif i == self.live:
+                nxt = self._take_prefetch()
+                if nxt is None:  # nothing prefetched: this click pays for its retrain first
+                    self.learner.teach(i, value)
+                    retrained = True
+                    self._refresh_model()
+                    nxt = self._query(set())
+                    self._prefetch = None
+                self.live = nxt
+                if nxt is not None:
+                    self._show(nxt, self._prefetch[1] if self._prefetch and self._prefetch[0] == nxt else None)
+            elif self.live is not None:
+                self._show(self.live, None)
+        finally:
+            t_show = time.perf_counter()
+            # 3. one retrain
+            if not retrained:
+                self.learner.teach(i, value)
                 self._refresh_model()
-                nxt = self._query(set())
-                self._prefetch = None
-            self.live = nxt
-            if nxt is not None:
-                self._show(nxt, self._prefetch[1] if self._prefetch and self._prefetch[0] == nxt else None)
-        elif self.live is not None:
-            self._show(self.live, None)
-        t_show = time.perf_counter()
-        # 3. one retrain
-        if not retrained:
-            self.learner.teach(i, bool(value))
-            self._refresh_model()
         t_teach = time.perf_counter()
         # 4. views and the next prefetch
         if self.live is None and np.any(self.labels < 0):
@@ -398,10 +418,10 @@ class SortingApp:
             self.panel.status = "Nothing to undo."
             return
         hist = self.learner.history
-        mine = bool(hist) and hist[-1].index == d.candidate
+        mine = d.session == self.log.session and bool(hist) and hist[-1].index == d.candidate
         if mine:
             self.learner.undo()
-        else:  # the same annotator's decision from another kernel on this log: the learner follows the log
+        else:  # a decision of an earlier session (resumed) or of another kernel: the learner follows the log
             now = self.log.labels(self.n, annotator=self.log.annotator)[d.candidate]
             self.learner.teach(int(d.candidate), int(now))
         if self._history and self._history[-1] == d.candidate:
@@ -418,7 +438,7 @@ class SortingApp:
             self.live = i
         self._show(i)
         self._refresh_views()
-        where = "" if mine else " (given in another session on this log)"
+        where = "" if d.session == self.log.session else " (given in another session on this log)"
         self.panel.status = f"Undid your label on candidate {d.candidate_id or i}{where}."
 
     def prev(self) -> None:
@@ -426,7 +446,11 @@ class SortingApp:
         if not self._history:
             self.panel.status = "No history yet."
             return
-        self._hist_pos = len(self._history) - 1 if self._hist_pos is None else max(0, self._hist_pos - 1)
+        if self._hist_pos is None:
+            self._hist_end = len(self._history)
+            self._hist_pos = self._hist_end - 1
+        else:
+            self._hist_pos = max(0, self._hist_pos - 1)
         self._show(self._history[self._hist_pos])
         self._refresh_views()
 
@@ -440,7 +464,7 @@ class SortingApp:
                 self.panel.status = "This is the newest candidate."
             return
         self._hist_pos += 1
-        if self._hist_pos >= len(self._history):
+        if self._hist_pos >= self._hist_end:
             self._hist_pos = None
             if self.live is not None:
                 self._show(self.live)
@@ -450,7 +474,12 @@ class SortingApp:
 
     def goto(self, index: int | None = None, candidate_id: str | int | None = None) -> None:
         """Show any candidate, by index (map click) or by its id (the id box)."""
-        i = self.source.index_of(candidate_id) if candidate_id is not None else int(index)
+        if candidate_id is not None:
+            i = self.source.index_of(candidate_id)
+        elif isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+            i = int(index)
+        else:
+            raise InputError(f"go to needs a candidate index (an int) or a candidate id, got index={index!r}.")
         if not 0 <= i < self.n:
             raise InputError(f"candidate index {i} is out of range; the sort set has {self.n} candidates.")
         self._hist_pos = None
@@ -459,9 +488,10 @@ class SortingApp:
 
     # ---------------------------------------------------------------- events
     def _on_action(self, change: dict) -> None:
-        act = change["new"] or {}
+        act = change["new"] if isinstance(change["new"], dict) else {}
         kind = act.get("kind")
-        seq = int(act.get("seq", 0))
+        seq = act.get("seq", 0)
+        seq = int(seq) if isinstance(seq, (int, np.integer)) and not isinstance(seq, bool) else 0
         self.panel.status = ""
         try:
             if kind not in ACTION_KINDS:
@@ -471,7 +501,9 @@ class SortingApp:
                 # a request about a candidate no longer on screen (double press): ignore it
                 return
             if kind == "label":
-                self.label(int(act["label"]))
+                if "label" not in act:
+                    raise InputError("a label request carries no label (1 cell, 0 not a cell); nothing was recorded.")
+                self.label(act["label"])
             elif kind == "skip":
                 self.skip()
             elif kind == "undo":
@@ -498,8 +530,10 @@ class SortingApp:
         self._refresh_views()
 
     def _on_strategy(self, change: dict) -> None:
-        self.learner.strategy = str(change["new"])
+        self.learner.strategy = str(change["new"])  # refits if the classifier changes
+        self._refresh_model()
         self._refill_prefetch()
+        self._refresh_views()
 
     def _on_dcal_weight(self, change: dict) -> None:
         self.learner.dcal_weight = float(change["new"])

@@ -26,6 +26,7 @@ STRATEGIES: tuple[tuple[str, str], ...] = (
     ("CAL", "cal"),
     ("DAL", "dal"),
     ("random", "random"),
+    ("explore-robust (candidate)", "explore-robust"),
 )
 COUNT_NAMES = ["you ✓", "you ✗", "model ✓", "model ✗"]
 _N_BINS = 20
@@ -93,7 +94,7 @@ class LivePlots(W.VBox):
         self.dcal_weight = W.FloatSlider(value=float(dcal_weight), min=0.0, max=1.0, step=0.05,
                                          description="DCAL weight", continuous_update=False,
                                          style={"description_width": "90px"}, layout=W.Layout(width="300px"))
-        self.threshold = W.FloatSlider(value=float(threshold), min=0.01, max=0.99, step=0.01,
+        self.threshold = W.FloatSlider(value=float(threshold), min=0.001, max=0.999, step=0.001, readout_format=".3f",
                                        description="threshold", continuous_update=False,
                                        style={"description_width": "70px"}, layout=W.Layout(width="300px"))
         controls = W.HBox([self.strategy, self.dcal_weight, self.threshold])
