@@ -25,6 +25,8 @@ class ActSortAccessor:
         self._ds = ds
         self._csr = None
         self._csr_of = None  # the footprints array the cached CSR was made from
+        self._coo = None
+        self._coo_of = None  # the variable's own data the cached COO was made from
 
     def require(self, *names: str) -> None:
         """Raise :class:`InputError` naming the first variable in ``names`` the dataset lacks."""
@@ -45,10 +47,33 @@ class ActSortAccessor:
         """Field of view ``(height, width)``."""
         return int(self._ds.sizes["y"]), int(self._ds.sizes["x"])
 
+    def footprints_coo(self) -> sparse.COO:
+        """Footprints as a ``sparse.COO`` of shape ``(candidate, y, x)``, cached.
+
+        By dimension name, whatever the variable's axis order, and from any array
+        (``sparse``, numpy, dask): the one way the package reads footprints.
+        """
+        self.require("footprints")
+        var = self._ds["footprints"]
+        raw = var.variable._data
+        if self._coo is not None and self._coo_of is raw:
+            return self._coo
+        if set(var.dims) != {"candidate", "y", "x"}:
+            raise InputError(f"footprints must have the dims (candidate, y, x), got {var.dims}; rename or "
+                             "transpose them (e.g. footprints.rename(height='y', width='x')).")
+        data = var.transpose("candidate", "y", "x").data
+        if hasattr(data, "compute") and not isinstance(data, sparse.SparseArray):  # dask
+            data = data.compute()
+        if isinstance(data, sparse.SparseArray):
+            coo = data.asformat("coo")
+        else:
+            coo = sparse.COO.from_numpy(np.asarray(data))
+        self._coo, self._coo_of = coo, raw
+        return coo
+
     def footprints_csr(self) -> scipy.sparse.csr_matrix:
         """Footprints as a ``(candidate, y*x)`` CSR matrix (C pixel order), cached."""
-        self.require("footprints")
-        coo = self._ds["footprints"].data
+        coo = self.footprints_coo()
         if self._csr is None or self._csr_of is not coo:
             n, h, w = coo.shape
             m = scipy.sparse.coo_matrix(
@@ -76,13 +101,15 @@ class ActSortAccessor:
             The same dataset restricted to those candidates, in the order given.
         """
         n = self.n_candidates
-        idx = np.arange(n)[candidate]
-        idx = np.atleast_1d(idx)
+        try:
+            idx = np.atleast_1d(np.arange(n)[candidate])
+        except IndexError as exc:
+            raise InputError(f"subset: {exc}; give positions in 0..{n - 1} or a boolean mask of length {n}.") from None
         if np.unique(idx).size != idx.size:
             raise InputError("subset takes each candidate at most once; remove the repeated positions.")
         if "footprints" not in self._ds.variables:
             return self._ds.isel(candidate=idx)
-        coo = self._ds["footprints"].data
+        coo = self.footprints_coo()
         pos = np.full(n, -1, dtype=np.int64)
         pos[idx] = np.arange(idx.size)
         new_row = pos[coo.coords[0]]
@@ -94,7 +121,7 @@ class ActSortAccessor:
             has_duplicates=False, sorted=True,
         )
         out = self._ds.drop_vars("footprints").isel(candidate=idx)
-        return out.assign(footprints=(self._ds["footprints"].dims, fp, self._ds["footprints"].attrs))
+        return out.assign(footprints=(("candidate", "y", "x"), fp, self._ds["footprints"].attrs))
 
     def centers(self) -> np.ndarray:
         """``(candidate, 2)`` centre (y, x) of each footprint: the mean of its pixels > 0 (ActSort's rule)."""

@@ -116,6 +116,16 @@ def _lazy_movie(movie, path=None):
     return movie
 
 
+def _by_name(values, dims: tuple[str, ...], what: str, source):
+    """An ``xarray.DataArray`` in ``dims`` order by its dimension names (its data); anything else unchanged."""
+    if not isinstance(values, xr.DataArray):
+        return values
+    if set(values.dims) != set(dims):
+        raise InputError(f"{where(source, what)}{what} has dims {values.dims}; expected {dims} (rename its dims, "
+                         "or pass a plain array in that order).")
+    return values.transpose(*dims).data
+
+
 def candidate_set(
     footprints,
     traces,
@@ -169,6 +179,13 @@ def candidate_set(
     >>> dict(ds.sizes)
     {'candidate': 2, 'y': 8, 'x': 8, 'time': 50}
     """
+    footprints = _by_name(footprints, ("candidate", "y", "x"), "footprints", source)
+    traces = _by_name(traces, ("candidate", "time"), "traces", source)
+    reserved = {"footprints", "traces", "movie", "candidate", "time", "y", "x"}
+    for what, given in (("summary_images", summary_images), ("candidate_vars", candidate_vars)):
+        clash = sorted(reserved & set(given or {}))
+        if clash:
+            raise InputError(f"{what} cannot be named {clash}: those names are the CandidateSet's own; rename them.")
     fp = to_coo(footprints, fov_shape, path=source, field="footprints")
     tr = np.asarray(traces)
     check_ndim(tr, 2, "traces", path=source, field="traces", dims=("candidate", "time"))
@@ -301,6 +318,11 @@ def feature_set(
         raise InputError(f"{where(source, 'features')}the feature table is empty (shape {X.shape}).")
     if feature_names is None:
         feature_names = [f"f{i}" for i in range(f)]
+    if isinstance(feature_names, (str, bytes)) or not hasattr(feature_names, "__iter__"):
+        raise InputError(f"{where(source)}feature_names must be a sequence of {f} names, got {feature_names!r}.")
+    feature_names = [str(v) for v in feature_names]
+    if len(set(feature_names)) != len(feature_names):
+        raise InputError(f"{where(source)}feature_names repeat a name; give each of the {f} features its own.")
     if len(feature_names) != f:
         raise InputError(
             f"{where(source)}there are {f} feature columns but {len(feature_names)} feature names; "

@@ -32,7 +32,9 @@ from actsort_nb.synthetic import FALSE_KINDS, simulate_recording
 
 
 def cv_auc(X: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
-    """5-fold stratified cross-validated ROC AUC of an L1 logistic regression."""
+    """5-fold stratified cross-validated ROC AUC of an L1 logistic regression (NaN if a class has < 5)."""
+    if min(int(y.sum()), int((1 - y).sum())) < 5:  # a fold would hold one class only
+        return float("nan")
     clf = make_pipeline(StandardScaler(), LogisticRegression(l1_ratio=1.0, C=1.0, solver="liblinear", max_iter=2000))
     cv = StratifiedKFold(5, shuffle=True, random_state=seed)
     p = cross_val_predict(clf, X, y, cv=cv, method="predict_proba")[:, 1]
@@ -94,7 +96,8 @@ def main(argv=None) -> None:
         print(f"  {g} only ({sel.sum()}):" + " " * (22 - len(g)) + f"{cv_auc(X[:, sel], y):.3f}")
     for k in present:
         sel = (y == 1) | (kind == k)
-        print(f"  cells vs {k:<10} (all features): {cv_auc(X[sel], y[sel]):.3f}")
+        auc = cv_auc(X[sel], y[sel])
+        print(f"  cells vs {k:<10} (all features): " + (f"{auc:.3f}" if np.isfinite(auc) else "fewer than 5, not scored"))
 
     if args.speed:
         speed(args.speed)

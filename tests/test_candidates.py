@@ -384,3 +384,38 @@ def test_subset_matches_isel_and_keeps_order():
     assert ds.actsort.subset(mask).sizes["candidate"] == 2
     with pytest.raises(InputError, match="at most once"):
         ds.actsort.subset([1, 1])
+
+
+def test_footprints_are_read_by_dimension_name_whatever_their_order():
+    # transposed footprints gave silently wrong spatial features and centres
+    import warnings
+
+    from actsort_nb.features import compute_features
+
+    fp = np.zeros((2, 10, 30), np.float32)
+    fp[0, 0:3, 20:23] = 1
+    fp[1, 4:7, 4:8] = 1
+    ds = candidate_set(fp, np.random.default_rng(0).random((2, 100)))
+    swapped = ds.assign(footprints=ds.footprints.transpose("candidate", "x", "y"))
+    np.testing.assert_allclose(swapped.actsort.centers(), [[1, 21], [5, 5.5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = compute_features(ds, groups="spatial").values   # one group as a string
+        for other in (swapped, ds.transpose(), ds.assign(footprints=(("candidate", "y", "x"), fp))):  # dense too
+            np.testing.assert_array_equal(compute_features(other, groups=["spatial"]).values, ref)
+    da_fp = xr.DataArray(fp, dims=("candidate", "y", "x")).transpose("candidate", "x", "y")
+    tr = xr.DataArray(np.arange(2.0)[:, None] * np.ones((1, 4)), dims=("candidate", "time")).T
+    built = candidate_set(da_fp, tr)
+    assert dict(built.sizes) == {"candidate": 2, "y": 10, "x": 30, "time": 4}
+    np.testing.assert_array_equal(built.traces.values[1], 1.0)
+
+
+def test_reserved_names_and_bad_feature_names_are_refused():
+    fp = np.zeros((2, 8, 8), np.float32)
+    fp[:, 2:4, 2:4] = 1
+    for kw in ({"summary_images": {"traces": np.zeros((8, 8))}}, {"candidate_vars": {"candidate": [7, 8]}}):
+        with pytest.raises(InputError, match="the CandidateSet's own"):
+            candidate_set(fp, np.ones((2, 5)), **kw)
+    for names, msg in (("ab", "sequence of 2 names"), (3, "sequence of 2 names"), (["a", "a"], "repeat a name")):
+        with pytest.raises(InputError, match=msg):
+            feature_set(np.ones((4, 2)), feature_names=names)

@@ -138,6 +138,7 @@ def test_trace_step_shrinks_the_stored_traces_only(tmp_path):
     fine = preprocess(ds, out=tmp_path / "fine.h5", progress=False, features=False, trace_step=0)
     preprocess(ds, out=tmp_path / "coarse.h5", progress=False, features=False)  # default: half the noise
     a, b = open_sortset(tmp_path / "fine.h5"), open_sortset(tmp_path / "coarse.h5")
+    assert (a.traces.attrs["quantised_to_noise_sd"], b.traces.attrs["quantised_to_noise_sd"]) == (0.0, 0.5)
     np.testing.assert_array_equal(a.snapshots.values, b.snapshots.values)
     x = fine.traces.transpose("candidate", "time").values.astype(np.float64)
     err_fine = np.abs(a.traces.values - x).max(1)

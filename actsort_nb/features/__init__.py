@@ -36,7 +36,7 @@ import numpy as np
 import xarray as xr
 
 from .._memory import release_free_memory
-from .._validation import InputError, check_option
+from .._validation import InputError, check_int, check_option
 from ._parallel import default_workers
 from .registry import FEATURE_GROUPS, FEATURE_NAMES, FEATURES
 from .spatial import SPATIAL_NAMES, spatial_features
@@ -298,17 +298,13 @@ def compute_features(
         raise InputError(
             f"compute_features needs a CandidateSet or sort set (xarray.Dataset), got {type(ds).__name__}."
         )
-    groups = list(groups)
+    groups = [groups] if isinstance(groups, str) else list(groups)
     if not groups:
         raise InputError(f"groups is empty; pass one or more of {list(GROUPS)}.")
     for g in groups:
         check_option(g, "groups", GROUPS)
-    if block < 1:
-        raise InputError(f"block must be a positive number of candidates, got {block}.")
-    if workers is None:
-        workers = default_workers()
-    if workers < 1:
-        raise InputError(f"workers must be a positive number of threads, got {workers}.")
+    block = check_int(block, "block", 1)
+    workers = default_workers() if workers is None else check_int(workers, "workers", 1)
     blocks: dict[str, np.ndarray] = {}
     missing: list[str] = []
     st_inputs = all(v in ds.variables for v in SNAPSHOT_VARS)

@@ -197,7 +197,7 @@ def preprocess(
     if n_t <= 2 * EDGE_FRAMES:
         warnings.warn(f"the recording has only {n_t} frames: ActSort's event rule ignores the first and last "
                       f"{EDGE_FRAMES}, so every candidate's events are frame 0.", stacklevel=2)
-    fp = candidates["footprints"].data
+    fp = candidates.actsort.footprints_coo()
     traces = candidates["traces"].transpose("candidate", "time").data
     movie = candidates["movie"].transpose("time", "y", "x").data
 

@@ -895,6 +895,12 @@ def open_sortset(path: str | os.PathLike, *, chunk_candidates: int = 256) -> xr.
     and ``crop_footprint`` become dask arrays over the file, so one candidate's
     snapshots are read (and decoded) only when asked for.
 
+    The stored ``features`` were computed from the full-precision traces; the
+    ``traces`` here are those quantised to ``traces.attrs["quantised_to_noise_sd"]``
+    of each trace's noise s.d. (``trace_step`` of :func:`write_sortset`, 1/2 by
+    default), so features recomputed from them differ (for a few event features,
+    by a lot). Write with ``trace_step=0`` to keep the traces to ~1e-3.
+
     Parameters
     ----------
     path : str or PathLike
@@ -1023,6 +1029,8 @@ def _read(f: h5py.File, path: Path, chunk_candidates: int) -> xr.Dataset:
         if tuple(shape) != want:
             raise _refuse(path, f"variable {name!r} has shape {tuple(shape)} but its dims {dims} say {want}")
         var = xr.Variable(dims, values, attrs=json.loads(obj.attrs["attrs"]))
+        if enc == "uint16-delta":  # say so: features recomputed from these differ from the stored ones
+            var.attrs["quantised_to_noise_sd"] = float(obj.attrs.get("trace_step", 0.0))
         (coords if _text(obj.attrs["role"]) == "coord" else data_vars)[name] = var
     ds = xr.Dataset(data_vars, coords=coords, attrs=json.loads(f.attrs["attrs"]))
     ds.attrs["sortset_path"] = str(path)
