@@ -310,9 +310,10 @@ def feature_set(
     xarray.Dataset
         With ``features`` and, if given, ``annotations`` (int8).
     """
-    X = np.asarray(features)
+    X = np.asarray(_by_name(features, ("candidate", "feature"), "features", source))
     check_ndim(X, 2, "features", path=source, field="features", dims=("candidate", "feature"))
     check_numeric(X, "features", path=source, field="features")
+    check_finite(X, "features", path=source, field="features")
     n, f = X.shape
     if n == 0 or f == 0:
         raise InputError(f"{where(source, 'features')}the feature table is empty (shape {X.shape}).")
@@ -331,6 +332,8 @@ def feature_set(
     ids = np.arange(n) if ids is None else np.asarray(ids)
     if ids.shape != (n,):
         raise InputError(f"{where(source)}ids must have one entry per candidate ({n}), got shape {ids.shape}.")
+    if len(np.unique(ids)) != n:
+        raise InputError(f"{where(source)}ids repeat a value; give each candidate its own id.")
     data_vars: dict[str, Any] = {"features": (("candidate", "feature"), X)}
     coords: dict[str, Any] = {
         "candidate": ids,
@@ -364,6 +367,8 @@ def feature_set(
                 f"{where(source)}there are {A.shape[0]} annotator rows but {len(coords['annotator'])} annotator "
                 "names; pass one name per row."
             )
+        if len(set(coords["annotator"])) != A.shape[0]:
+            raise InputError(f"{where(source)}annotator names repeat; give each annotator row its own name.")
     return xr.Dataset(
         data_vars,
         coords=coords,

@@ -833,6 +833,8 @@ def simulate_recording(
     motion = _check_float(motion, "motion")
     seed = _check_int(seed, "seed", 0)
     radius = _check_range(cell_radius, "cell_radius")
+    if radius[0] < 1:
+        raise InputError(f"cell_radius must be at least 1 pixel (a smaller cell can miss every pixel), got {cell_radius!r}.")
     sim = _simulate(
         n_cells=n_cells,
         n_false=n_false,
@@ -930,6 +932,8 @@ def simulate_candidates(
     motion = _check_float(motion, "motion")
     seed = _check_int(seed, "seed", 0)
     radius = _check_range(cell_radius, "cell_radius")
+    if radius[0] < 1:
+        raise InputError(f"cell_radius must be at least 1 pixel (a smaller cell can miss every pixel), got {cell_radius!r}.")
     if movie is not None:
         check_option(movie, "movie", ["lazy"])
     n_cells = int(round(frac * n_candidates))

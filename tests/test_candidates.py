@@ -419,3 +419,17 @@ def test_reserved_names_and_bad_feature_names_are_refused():
     for names, msg in (("ab", "sequence of 2 names"), (3, "sequence of 2 names"), (["a", "a"], "repeat a name")):
         with pytest.raises(InputError, match=msg):
             feature_set(np.ones((4, 2)), feature_names=names)
+
+
+def test_feature_set_refuses_nan_repeated_ids_and_annotators():
+    x = np.ones((3, 2))
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        feature_set(bad)
+    with pytest.raises(InputError, match="ids repeat"):
+        feature_set(x, ids=[1, 1, 2])
+    with pytest.raises(InputError, match="annotator names repeat"):
+        feature_set(x, annotations=np.ones((2, 3), np.int8), annotators=["ana", "ana"])
+    swapped = xr.DataArray(x.T, dims=("feature", "candidate"))
+    assert feature_set(swapped).sizes["candidate"] == 3  # by name, not by position
