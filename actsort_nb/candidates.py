@@ -116,6 +116,16 @@ def _lazy_movie(movie, path=None):
     return movie
 
 
+def _check_ids(ids, n: int, source) -> np.ndarray:
+    """Candidate ids: ``0..n-1`` by default, else one unique entry per candidate."""
+    ids = np.arange(n) if ids is None else np.asarray(ids)
+    if ids.shape != (n,):
+        raise InputError(f"{where(source)}ids must have one entry per candidate ({n}), got shape {ids.shape}.")
+    if len(np.unique(ids)) != n:
+        raise InputError(f"{where(source)}candidate ids must be unique; found duplicates.")
+    return ids
+
+
 def _by_name(values, dims: tuple[str, ...], what: str, source):
     """An ``xarray.DataArray`` in ``dims`` order by its dimension names (its data); anything else unchanged."""
     if not isinstance(values, xr.DataArray):
@@ -190,6 +200,10 @@ def candidate_set(
     tr = np.asarray(traces)
     check_ndim(tr, 2, "traces", path=source, field="traces", dims=("candidate", "time"))
     check_numeric(tr, "traces", path=source, field="traces")
+    if tr.dtype.kind == "f" and tr.dtype.itemsize > 4 and np.isfinite(tr).all() \
+            and np.abs(tr).max(initial=0) > np.finfo(np.float32).max:
+        raise InputError(f"{where(source, 'traces')}traces exceed the float32 range (|value| up to "
+                         f"{np.abs(tr).max():.3g}); rescale them before loading.")
     tr = tr.astype(np.float32, copy=False)
     n = fp.shape[0]
     if tr.shape[0] != n:
@@ -215,15 +229,9 @@ def candidate_set(
             "arrays yourself and pass the non-empty candidates to actsort_nb.io.from_arrays)."
         )
     h, w = fp.shape[1:]
-    if ids is None:
-        ids = np.arange(n)
-    ids = np.asarray(ids)
-    if ids.shape != (n,):
-        raise InputError(f"{where(source)}ids must have one entry per candidate ({n}), got shape {ids.shape}.")
-    if len(np.unique(ids)) != n:
-        raise InputError(f"{where(source)}candidate ids must be unique; found duplicates.")
+    ids = _check_ids(ids, n, source)
     try:
-        rate = float("nan") if frame_rate is None else float(frame_rate)
+        rate = float("nan") if frame_rate is None else -1.0 if isinstance(frame_rate, bool) else float(frame_rate)
     except (TypeError, ValueError):
         rate = -1.0
     if not (np.isnan(rate) or 0 < rate < np.inf):
@@ -329,11 +337,7 @@ def feature_set(
             f"{where(source)}there are {f} feature columns but {len(feature_names)} feature names; "
             "pass one name per column."
         )
-    ids = np.arange(n) if ids is None else np.asarray(ids)
-    if ids.shape != (n,):
-        raise InputError(f"{where(source)}ids must have one entry per candidate ({n}), got shape {ids.shape}.")
-    if len(np.unique(ids)) != n:
-        raise InputError(f"{where(source)}ids repeat a value; give each candidate its own id.")
+    ids = _check_ids(ids, n, source)
     data_vars: dict[str, Any] = {"features": (("candidate", "feature"), X)}
     coords: dict[str, Any] = {
         "candidate": ids,

@@ -427,9 +427,18 @@ def test_feature_set_refuses_nan_repeated_ids_and_annotators():
     bad[0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
         feature_set(bad)
-    with pytest.raises(InputError, match="ids repeat"):
+    with pytest.raises(InputError, match="ids must be unique"):
         feature_set(x, ids=[1, 1, 2])
     with pytest.raises(InputError, match="annotator names repeat"):
         feature_set(x, annotations=np.ones((2, 3), np.int8), annotators=["ana", "ana"])
     swapped = xr.DataArray(x.T, dims=("feature", "candidate"))
     assert feature_set(swapped).sizes["candidate"] == 3  # by name, not by position
+
+
+def test_frame_rate_true_and_traces_beyond_float32_are_refused():
+    fp = np.zeros((2, 8, 8), np.float32)
+    fp[:, 2:4, 2:4] = 1
+    with pytest.raises(InputError, match="frame_rate must be a positive number"):
+        candidate_set(fp, np.ones((2, 5)), frame_rate=True)
+    with pytest.raises(InputError, match="exceed the float32 range"):
+        candidate_set(fp, np.full((2, 5), 1e300))
