@@ -220,12 +220,12 @@ def candidate_set(
     if tr.shape[1] == 0:
         raise InputError(f"{where(source, 'traces')}traces have no time points; check the trace field.")
     check_finite(tr, "traces", path=source, field="traces")
-    nnz_per = np.bincount(fp.coords[0][fp.data != 0], minlength=n)
+    nnz_per = np.bincount(fp.coords[0][fp.data > 0], minlength=n)  # ActSort counts the pixels > 0
     empty = np.flatnonzero(nnz_per == 0)
     if empty.size:
         raise InputError(
             f"{where(source, 'footprints')}{empty.size} candidate(s) have an all-zero footprint "
-            f"(first at index {int(empty[0])}); remove them from the extraction output first (e.g. load its "
+            f"(first at index {int(empty[0])}), or no weight above zero; remove them from the extraction output first (e.g. load its "
             "arrays yourself and pass the non-empty candidates to actsort_nb.io.from_arrays)."
         )
     h, w = fp.shape[1:]

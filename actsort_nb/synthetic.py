@@ -769,7 +769,8 @@ def simulate_recording(
     n_cells : int
         Number of true somata.
     shape : (int, int)
-        Field of view ``(height, width)`` in pixels.
+        Field of view ``(height, width)`` in pixels; at least 16, and room for the
+        cells: with the default ``cell_radius``, at least 21 (a 10-pixel margin per side).
     n_frames : int
         Number of frames.
     frame_rate : float

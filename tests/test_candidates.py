@@ -125,6 +125,8 @@ def test_errors_on_footprints():
     bad = two_squares()
     bad[1] = 0
     err(lambda: candidate_set(bad, tr), r"all-zero footprint \(first at index 1\)")
+    bad[1] = -two_squares()[1]  # no pixel > 0: ActSort's rules would see an empty footprint
+    err(lambda: candidate_set(bad, tr), r"all-zero footprint \(first at index 1\), or no weight above zero")
     csr = scipy.sparse.csr_matrix(two_squares().reshape(2, -1))
     err(lambda: candidate_set(csr, tr), "need fov_shape")
     err(lambda: candidate_set(csr, tr, fov_shape=(9, 9)), "80 pixels per candidate but fov_shape")
