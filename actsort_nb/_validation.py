@@ -104,3 +104,13 @@ def check_number(value, name: str, low: float, high: float, *, exclusive: bool =
         bounds = f"({low}, {high})" if exclusive else f"[{low}, {high}]"
         raise InputError(f"The {name!r} parameter must be a number in {bounds}, got {value!r}.")
     return v
+
+
+def by_dims(values, dims: tuple[str, ...], what: str, source=None):
+    """The data of an ``xarray.DataArray`` in ``dims`` order, by dimension name; anything else unchanged."""
+    if not hasattr(values, "dims") or not hasattr(values, "transpose"):
+        return values
+    if set(values.dims) != set(dims):
+        raise InputError(f"{where(source, what)}{what} has dims {values.dims}; expected {dims} (rename its dims, "
+                         "or pass a plain array in that order).")
+    return values.transpose(*dims).data

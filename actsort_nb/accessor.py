@@ -6,7 +6,7 @@ import scipy.sparse
 import sparse
 import xarray as xr
 
-from ._validation import InputError, did_you_mean
+from ._validation import InputError, by_dims, did_you_mean
 
 
 @xr.register_dataset_accessor("actsort")
@@ -58,10 +58,7 @@ class ActSortAccessor:
         raw = var.variable._data
         if self._coo is not None and self._coo_of is raw:
             return self._coo
-        if set(var.dims) != {"candidate", "y", "x"}:
-            raise InputError(f"footprints must have the dims (candidate, y, x), got {var.dims}; rename or "
-                             "transpose them (e.g. footprints.rename(height='y', width='x')).")
-        data = var.transpose("candidate", "y", "x").data
+        data = by_dims(var, ("candidate", "y", "x"), "footprints")
         if hasattr(data, "compute") and not isinstance(data, sparse.SparseArray):  # dask
             data = data.compute()
         if isinstance(data, sparse.SparseArray):

@@ -26,7 +26,7 @@ import scipy.sparse
 import sparse
 import xarray as xr
 
-from ._validation import InputError, check_finite, check_ndim, check_numeric, where
+from ._validation import InputError, by_dims, check_finite, check_ndim, check_numeric, where
 
 SCHEMA_VERSION = 1
 
@@ -126,16 +126,6 @@ def _check_ids(ids, n: int, source) -> np.ndarray:
     return ids
 
 
-def _by_name(values, dims: tuple[str, ...], what: str, source):
-    """An ``xarray.DataArray`` in ``dims`` order by its dimension names (its data); anything else unchanged."""
-    if not isinstance(values, xr.DataArray):
-        return values
-    if set(values.dims) != set(dims):
-        raise InputError(f"{where(source, what)}{what} has dims {values.dims}; expected {dims} (rename its dims, "
-                         "or pass a plain array in that order).")
-    return values.transpose(*dims).data
-
-
 def candidate_set(
     footprints,
     traces,
@@ -189,8 +179,8 @@ def candidate_set(
     >>> dict(ds.sizes)
     {'candidate': 2, 'y': 8, 'x': 8, 'time': 50}
     """
-    footprints = _by_name(footprints, ("candidate", "y", "x"), "footprints", source)
-    traces = _by_name(traces, ("candidate", "time"), "traces", source)
+    footprints = by_dims(footprints, ("candidate", "y", "x"), "footprints", source)
+    traces = by_dims(traces, ("candidate", "time"), "traces", source)
     reserved = {"footprints", "traces", "movie", "candidate", "time", "y", "x"}
     for what, given in (("summary_images", summary_images), ("candidate_vars", candidate_vars)):
         clash = sorted(reserved & set(given or {}))
@@ -318,7 +308,7 @@ def feature_set(
     xarray.Dataset
         With ``features`` and, if given, ``annotations`` (int8).
     """
-    X = np.asarray(_by_name(features, ("candidate", "feature"), "features", source))
+    X = np.asarray(by_dims(features, ("candidate", "feature"), "features", source))
     check_ndim(X, 2, "features", path=source, field="features", dims=("candidate", "feature"))
     check_numeric(X, "features", path=source, field="features")
     check_finite(X, "features", path=source, field="features")
@@ -341,7 +331,7 @@ def feature_set(
     data_vars: dict[str, Any] = {"features": (("candidate", "feature"), X)}
     coords: dict[str, Any] = {
         "candidate": ids,
-        "feature": [str(s) for s in feature_names],
+        "feature": feature_names,
     }
     if annotations is not None:
         A = np.asarray(annotations)

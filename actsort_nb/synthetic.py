@@ -58,7 +58,7 @@ import sparse
 import xarray as xr
 from scipy import ndimage
 
-from ._validation import InputError, check_option
+from ._validation import InputError, check_int, check_option
 from .candidates import candidate_set
 
 __all__ = [
@@ -96,12 +96,6 @@ _MOVIE_SALT = 0x5EED
 
 
 # --------------------------------------------------------------------------- inputs
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
 def _check_float(value, name: str, *, positive: bool = False) -> float:
     try:
         out = float(value)
@@ -824,15 +818,15 @@ def simulate_recording(
     >>> sorted(set(ds.kind.values.tolist()))
     ['cell', 'dendrite', 'duplicate', 'edge', 'neuropil', 'noise', 'split']
     """
-    n_cells = _check_int(n_cells, "n_cells", 0)
-    n_false = n_cells if n_false is None else _check_int(n_false, "n_false", 0)
-    n_frames = _check_int(n_frames, "n_frames", 1)
-    chunk_frames = _check_int(chunk_frames, "chunk_frames", 1)
+    n_cells = check_int(n_cells, "n_cells", 0)
+    n_false = n_cells if n_false is None else check_int(n_false, "n_false", 0)
+    n_frames = check_int(n_frames, "n_frames", 1)
+    chunk_frames = check_int(chunk_frames, "chunk_frames", 1)
     shape = _check_shape(shape)
     fps = _check_float(frame_rate, "frame_rate", positive=True)
     noise = _check_float(noise, "noise")
     motion = _check_float(motion, "motion")
-    seed = _check_int(seed, "seed", 0)
+    seed = check_int(seed, "seed", 0)
     radius = _check_range(cell_radius, "cell_radius")
     if radius[0] < 1:
         raise InputError(f"cell_radius must be at least 1 pixel (a smaller cell can miss every pixel), got {cell_radius!r}.")
@@ -921,9 +915,9 @@ def simulate_candidates(
     >>> int(ds.is_cell.sum())
     1000
     """
-    n_candidates = _check_int(n_candidates, "n_candidates", 1)
-    n_frames = _check_int(n_frames, "n_frames", 1)
-    chunk_frames = _check_int(chunk_frames, "chunk_frames", 1)
+    n_candidates = check_int(n_candidates, "n_candidates", 1)
+    n_frames = check_int(n_frames, "n_frames", 1)
+    chunk_frames = check_int(chunk_frames, "chunk_frames", 1)
     shape = _check_shape(shape)
     fps = _check_float(frame_rate, "frame_rate", positive=True)
     frac = _check_float(cell_fraction, "cell_fraction")
@@ -931,7 +925,7 @@ def simulate_candidates(
         raise InputError(f"cell_fraction must be between 0 and 1, got {cell_fraction!r}.")
     noise = _check_float(noise, "noise")
     motion = _check_float(motion, "motion")
-    seed = _check_int(seed, "seed", 0)
+    seed = check_int(seed, "seed", 0)
     radius = _check_range(cell_radius, "cell_radius")
     if radius[0] < 1:
         raise InputError(f"cell_radius must be at least 1 pixel (a smaller cell can miss every pixel), got {cell_radius!r}.")
@@ -1019,7 +1013,7 @@ def write_movie(
     if chunk_frames is None:
         bounds = np.cumsum((0,) + mov.chunks[0])
     else:
-        step = _check_int(chunk_frames, "chunk_frames", 1)
+        step = check_int(chunk_frames, "chunk_frames", 1)
         bounds = np.r_[np.arange(0, n_t, step), n_t]
     spans = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     path = Path(path)
