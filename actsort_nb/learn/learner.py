@@ -102,8 +102,8 @@ class ActiveLearner:
         recording, as the new ones are over this one. The model exists from the first
         query; self-training's pseudo-labels weigh against this recording's labels
         only. On the ActSort benchmark sets one annotator's labels of the other set
-        alone sort about as well as the labelling annotator agrees with the others;
-        with 1-5 % new labels, better (``benchmarks/README.md``, "transfer"). With thousands of pretrained samples, a few new labels move the
+        alone sort as well as or better than the labelling annotator agrees with the
+        others; with 1-5 % new labels, better still (``benchmarks/README.md``, "transfer"). With thousands of pretrained samples, a few new labels move the
         model little: for a recording unlike the previous one, use
         ``drop_contradicted`` or start without ``pretrained``.
     drop_contradicted : bool
