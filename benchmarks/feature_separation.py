@@ -28,6 +28,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from actsort_nb.features import compute_features
+from actsort_nb.learn.classifier import l1_penalty
 from actsort_nb.synthetic import FALSE_KINDS, simulate_recording
 
 
@@ -35,7 +36,7 @@ def cv_auc(X: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
     """5-fold stratified cross-validated ROC AUC of an L1 logistic regression (NaN if a class has < 5)."""
     if min(int(y.sum()), int((1 - y).sum())) < 5:  # a fold would hold one class only
         return float("nan")
-    clf = make_pipeline(StandardScaler(), LogisticRegression(l1_ratio=1.0, C=1.0, solver="liblinear", max_iter=2000))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(**l1_penalty(), C=1.0, solver="liblinear", max_iter=2000))
     cv = StratifiedKFold(5, shuffle=True, random_state=seed)
     p = cross_val_predict(clf, X, y, cv=cv, method="predict_proba")[:, 1]
     return float(roc_auc_score(y, p))

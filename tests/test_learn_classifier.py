@@ -194,3 +194,13 @@ def test_bad_penalty_is_one_sentence():
     x, y = _data(50)
     with pytest.raises(InputError, match="'penalty'"):
         C.fit_logistic(x, y, penalty="l3")
+
+
+@pytest.mark.parametrize(("version", "expected"), [("1.3.2", {"penalty": "l1"}), ("1.7.0", {"penalty": "l1"}),
+                                                   ("1.8.0", {"l1_ratio": 1.0}), ("1.10.dev0", {"l1_ratio": 1.0})])
+def test_l1_keyword_follows_the_installed_scikit_learn(monkeypatch, version, expected):
+    # before 1.8 scikit-learn ignores l1_ratio unless penalty="elasticnet": the fit would be L2
+    import sklearn
+
+    monkeypatch.setattr(sklearn, "__version__", version)
+    assert C.l1_penalty() == expected

@@ -41,6 +41,7 @@ shrunk toward 0.5), so the model never claims a confidence it does not have.
 """
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -281,6 +282,15 @@ def _fit_l2_newton(xa, y, s, C, coef_init, tol, max_iter, sign=None):
     return w
 
 
+def l1_penalty() -> dict:
+    """scikit-learn's keyword for an L1 penalty: ``l1_ratio=1`` from 1.8 (``penalty`` is deprecated there);
+    before 1.8 ``l1_ratio`` is ignored unless ``penalty="elasticnet"``, so ``penalty="l1"``."""
+    import sklearn
+
+    version = tuple(int(v) for v in re.findall(r"\d+", sklearn.__version__)[:2])
+    return {"l1_ratio": 1.0} if version >= (1, 8) else {"penalty": "l1"}
+
+
 def fit_logistic(
     x: np.ndarray,
     y: np.ndarray,
@@ -351,8 +361,7 @@ def fit_logistic(
     if penalty == "l1":
         from sklearn.linear_model import LogisticRegression
 
-        model = LogisticRegression(l1_ratio=1.0, C=float(C), solver="liblinear", tol=1e-4,
-                                   random_state=0)
+        model = LogisticRegression(**l1_penalty(), C=float(C), solver="liblinear", tol=1e-4, random_state=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(x, y, sample_weight=s)
