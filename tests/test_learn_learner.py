@@ -323,3 +323,10 @@ def test_directions_hold_named_features_to_the_registry_sign():
     for bad in ([1, 0], np.full(76, 2), "yes"):
         with pytest.raises(InputError, match="'directions' parameter"):
             ActiveLearner(x, directions=bad)
+
+
+def test_pretrained_set_without_a_label_is_refused():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4))
+    with pytest.raises(InputError, match="no labelled row"):
+        ActiveLearner(x, pretrained=(x, np.full(30, -1)))

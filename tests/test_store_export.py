@@ -398,3 +398,17 @@ def test_caiman_indices_out_of_range_are_refused(log_path, caiman_file):
         read_labels(caiman_file)
     assert _digest(caiman_file) == digest
     assert not caiman_file.with_name("caiman_results.actsort.hdf5").exists()
+
+
+def test_non_numeric_p_cell_and_a_missing_file_are_one_sentence(tmp_path):
+    from actsort_nb.store import LabelLog, label_table, read_labels
+
+    with pytest.raises(InputError, match="p_cell must hold numbers"):
+        label_table([1, 0, -1], p_cell=["a", "b", "c"])
+    log = LabelLog(tmp_path / "l.sqlite", annotator="ana")
+    with pytest.raises(InputError, match="p_cell"):
+        log.record_many([0, 1], [1, 0], p_cell=["x", 0.5])
+    assert log.history() == []
+    log.close()
+    with pytest.raises(InputError, match="does not exist"):
+        read_labels(tmp_path / "missing.csv")

@@ -398,3 +398,15 @@ def test_a_log_locked_by_another_program_says_so(tmp_path):
             holder.close()
         log.record(0, 1)
         assert len(log.events()) == 1
+
+
+def test_labels_refuse_an_annotator_nobody_wrote_as_and_bad_ties(tmp_path):
+    log = LabelLog(tmp_path / "l.sqlite", annotator="ana")
+    log.record(0, 1)
+    with pytest.raises(InputError, match="no annotator 'zed'"):
+        log.labels(3, annotator="zed")
+    with pytest.raises(InputError, match="ties"):
+        log.labels(3, ties="bogus")
+    assert LabelLog(tmp_path / "l.sqlite", annotator="ben").labels(3, annotator="ben").tolist() == [-1, -1, -1]
+    assert log.labels(3, annotator="ana").tolist() == [1, -1, -1]
+    log.close()

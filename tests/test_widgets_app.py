@@ -417,3 +417,64 @@ def test_a_decision_is_taught_even_when_showing_the_next_candidate_fails(app, mo
     assert "cannot be read" in app.panel.status
     monkeypatch.setattr(SortingApp, "_show", real)
     assert app.labels[i] == 1 == app.log.labels(app.n, annotator="ana")[i]
+
+
+def test_undo_after_resuming_takes_back_the_replayed_teach(sortset, tmp_path):
+    # replayed decisions are the learner's own teaches: undo pops them (it padded the history with -1 teaches)
+    path = tmp_path / "resume_undo.sqlite"
+    app = SortingApp(sortset, log=path, annotator="ana", seed=0)
+    for k in range(6):
+        app.label(k % 2)
+    app.close()
+    again = SortingApp(sortset, log=path, annotator="ana", seed=0)
+    try:
+        act(again, "undo")
+        act(again, "undo")
+        assert len(again.learner.history) == 4
+        assert [e.index for e in again.learner.history] == [d.candidate for d in again.log.history(annotator="ana")]
+        np.testing.assert_array_equal(again.labels, again.log.labels(again.n, annotator="ana"))
+        x, _ = again.learner.accuracy_estimate()
+        assert len(x) == 0 or max(x) <= 4
+    finally:
+        again.close()
+
+
+def test_app_export_writes_this_annotators_sorting_as_the_panel_shows_it(sortset, tmp_path):
+    from actsort_nb.store import read_labels
+
+    path = tmp_path / "team.sqlite"
+    ana = SortingApp(sortset, log=path, annotator="ana", seed=0)
+    ben = SortingApp(sortset, log=path, annotator="ben", seed=0)
+    try:
+        early = read_labels(ana.export("csv", tmp_path / "none.csv").path)  # nothing labelled, no model
+        assert (early["label"] == -1).all() and (early["source"] == "none").all()
+        for _ in range(8):
+            ana.label(1 if ana.shown % 2 else 0)
+            ben.label(0 if ben.shown % 2 else 1)  # ben disagrees everywhere
+        ana.learner.threshold = 0.6
+        table = read_labels(ana.export("csv", tmp_path / "ana.csv").path)
+        human = ana.labels >= 0
+        np.testing.assert_array_equal(table["human_label"].to_numpy(), ana.labels)
+        assert set(table["annotator"][human]) == {"ana"}
+        np.testing.assert_array_equal(table["label"].to_numpy(), np.asarray(ana.learner.sorted_labels()))
+        assert (table["candidate_id"].astype(str) == [str(c) for c in sortset["candidate"].values]).all()
+    finally:
+        ana.close()
+        ben.close()
+
+
+def test_label_index_and_annotator_mismatches_are_refused(app, sortset, tmp_path):
+    from actsort_nb.store import LabelLog
+
+    for bad in (2.7, True, "5", app.n, -1, np.array([1, 0])):
+        with pytest.raises(InputError, match="nothing was recorded"):
+            app.label(1, index=bad)
+    with pytest.raises(InputError, match="nothing was recorded"):
+        app.label(np.array([1, 0]))
+    assert app.log.history() == []
+    app.label(1, index=np.int64(3))
+    assert app.labels[3] == 1
+    log = LabelLog(tmp_path / "m.sqlite", annotator="ana", dataset=dataset_key(sortset))
+    with pytest.raises(InputError, match="opened as 'ana'"):
+        SortingApp(sortset, log=log, annotator="ben")
+    log.close()

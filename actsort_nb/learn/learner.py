@@ -255,8 +255,13 @@ class ActiveLearner:
                 f"got {len(raw)} values {shown}; pass the human labels (e.g. LabelLog.labels(n)), "
                 "not probabilities."
             )
-        zo, _, _ = standardize(xo)
         keep = yo >= 0
+        if not keep.any():
+            raise InputError(
+                f"the pretrained set has no labelled row (all {len(yo)} labels are -1), so there is nothing to "
+                "transfer; check the label log and annotator it came from, or leave out pretrained."
+            )
+        zo, _, _ = standardize(xo)
         return zo[keep], yo[keep].astype(np.int8)
 
     def _indices_labels(self, i, label):

@@ -154,7 +154,10 @@ def label_table(labels: Any, n: int | None = None, *, p_cell: Any = None, annota
     if p_cell is None:
         prob = np.full(n, np.nan)
     else:
-        prob = np.asarray(p_cell, dtype=np.float64)
+        try:
+            prob = np.asarray(p_cell, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"p_cell must hold numbers, one P(cell) per candidate ({exc}).") from exc
         if prob.shape != (n,):
             raise InputError(f"p_cell has shape {prob.shape} but there are {n} candidates; pass one P(cell) each.")
         finite = np.isfinite(prob)
@@ -720,6 +723,8 @@ def read_labels(path: str | os.PathLike, *, format: str | None = None,
     [1, 0, -1]
     """
     path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist; give an exported labels file or Suite2p plane folder.")
     fmt = check_option(format, "format", FORMATS) if format is not None else _guess_format(path)
     index = lambda k: pd.RangeIndex(k, name="candidate")  # noqa: E731
     if fmt == "csv":

@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .._validation import InputError
+from .._validation import InputError, check_option
 from ._backends import EVENT_COLUMNS, open_backend
 
 __all__ = ["Decision", "Event", "LabelLog", "CONSENSUS"]
@@ -313,7 +313,10 @@ class LabelLog:
         if len(labs) != len(cands):
             raise InputError(f"record_many got {len(cands)} candidates but {len(labs)} labels; give one label each.")
         ids = [None] * len(cands) if candidate_ids is None else [_check_text(v, "candidate_id") for v in candidate_ids]
-        probs = [None] * len(cands) if p_cell is None else [None if v is None else float(v) for v in p_cell]
+        try:
+            probs = [None] * len(cands) if p_cell is None else [None if v is None else float(v) for v in p_cell]
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"The 'p_cell' values must be probabilities in [0, 1] (or None), got {exc}.") from exc
         if len(ids) != len(cands) or len(probs) != len(cands):
             raise InputError("record_many needs candidate_ids and p_cell of the same length as candidates.")
         if any(p is not None and not (math.isfinite(p) and 0.0 <= p <= 1.0) for p in probs):
@@ -525,8 +528,12 @@ class LabelLog:
         [0, 1, 0, -1]
         """
         self._check_open()
+        check_option(ties, "ties", ("not_cell", "cell", "unlabelled"))
         if annotator is not None and annotator != CONSENSUS:
             annotator = _check_text(annotator, "annotator")
+            if annotator != self.annotator and annotator not in self.annotators():  # this log's own may have none yet
+                raise InputError(f"no annotator {annotator!r} wrote to {self.path}; it holds labels by "
+                                 f"{self.annotators()}, or pass 'consensus' or None (anyone's last).")
         if annotator == CONSENSUS:
             votes, _ = self.annotations(n)
             from .agreement import consensus

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import os
 import time
 import traceback
 import warnings
@@ -166,6 +167,11 @@ class SortingApp:
                 raise InputError(
                     f"The label log {log.path} belongs to dataset {log.dataset!r}, not {key!r}; pass this sort "
                     "set's log (or a new log=...)."
+                )
+            if annotator is not None and annotator != log.annotator:
+                raise InputError(
+                    f"annotator={annotator!r} but the label log was opened as {log.annotator!r}; pass one of them "
+                    "(LabelLog(path, annotator=...) or log=path with annotator=...)."
                 )
             self.log = log
         else:
@@ -335,10 +341,14 @@ class SortingApp:
         learner retrains once and the views update.
         """
         t0 = time.perf_counter()
+        if index is not None and (isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer))
+                                  or not 0 <= index < self.n):
+            raise InputError(f"index is a candidate's position, an integer from 0 to {self.n - 1}, got {index!r} "
+                             "(to go by id, use goto(candidate_id=...)); nothing was recorded.")
         i = self.shown if index is None else int(index)
         if i is None:
             raise InputError("there is no candidate on screen to label; every candidate is labelled.")
-        if isinstance(value, (bool, np.bool_)) or value in (0, 1):
+        if isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
             value = int(value)
         else:
             raise InputError(f"a label is 1 (cell) or 0 (not a cell), got {value!r}; nothing was recorded.")
@@ -395,6 +405,36 @@ class SortingApp:
         if self.live is None and self._hist_pos is None:
             self.panel.status = "Every candidate is labelled."
 
+    def export(self, format: str, target: str | os.PathLike, **kw: Any):
+        """Export the sorting as this panel shows it (:func:`actsort_nb.store.export`).
+
+        This annotator's labels (not another annotator's on a shared log), the model's
+        P(cell) at the panel's threshold for the others (none before the first model:
+        they are exported unlabelled), and the candidates' ids.
+
+        Parameters
+        ----------
+        format : {"csv", "hdf5", "suite2p", "caiman", "nwb"}
+        target : str or PathLike
+            As for :func:`actsort_nb.store.export` (e.g. the Suite2p plane folder).
+        **kw
+            More options of the format's writer (e.g. ``out=`` for CaImAn and NWB);
+            they override the defaults above.
+
+        Returns
+        -------
+        actsort_nb.store.Written
+        """
+        from ..store import export
+
+        mine = self.log.annotator in self.log.annotators()
+        options = {"n": self.n, "p_cell": self._p, "threshold": self._threshold(),
+                   "candidate_ids": list(self.source.id_strings)}
+        if mine:
+            options["annotator"] = self.log.annotator
+        options.update(kw)
+        return export(self.log if mine else self.labels, format, target, **options)
+
     def skip(self) -> None:
         """Leave the shown candidate unlabelled and show the next one (no retrain)."""
         i = self.shown
@@ -418,12 +458,12 @@ class SortingApp:
             self.panel.status = "Nothing to undo."
             return
         hist = self.learner.history
-        mine = d.session == self.log.session and bool(hist) and hist[-1].index == d.candidate
-        if mine:
-            self.learner.undo()
-        else:  # a decision of an earlier session (resumed) or of another kernel: the learner follows the log
-            now = self.log.labels(self.n, annotator=self.log.annotator)[d.candidate]
-            self.learner.teach(int(d.candidate), int(now))
+        now = int(self.log.labels(self.n, annotator=self.log.annotator)[d.candidate])
+        before = next((int(e.label) for e in reversed(hist[:-1]) if e.index == d.candidate), -1)
+        if hist and hist[-1].index == d.candidate and int(hist[-1].label) == int(d.label) and before == now:
+            self.learner.undo()  # the learner's last teach was this decision (this session's, or replayed on resume)
+        else:  # a decision of another kernel on this log: the learner follows the log
+            self.learner.teach(int(d.candidate), now)
         if self._history and self._history[-1] == d.candidate:
             self._history.pop()
         else:  # the log is the truth: rebuild the mirror
