@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_io_writers import make_truth, write_extract_v73, write_suite2p
+from test_io_writers import make_truth, write_extract_v73, write_suite2p, write_suite2p_nwb
 
 from actsort_nb.cli import main
 
@@ -152,3 +152,30 @@ def test_preprocess_movie_dataset_option(tmp_path, capsys):
     assert main(args) == 2
     assert "CLI: --movie-dataset name" in capsys.readouterr().err
     assert main(args + ["--movie-dataset", "mov"]) == 0, capsys.readouterr().err
+
+
+def test_info_on_a_suite2p_root_folder_names_a_plane(tmp_path, capsys):
+    fp, tr, _ = make_truth(n=3, h=8, w=9, t=20)
+    for plane in ("plane0", "plane1", "combined"):
+        write_suite2p(tmp_path / "suite2p" / plane, fp, tr)
+    assert main(["info", str(tmp_path / "suite2p")]) == 2
+    assert "Suite2p output folder with plane0, plane1; open one plane folder, e.g." in capsys.readouterr().err
+
+
+def test_nwb_pixel_masks_take_the_field_of_view_from_the_movie(tmp_path, capsys):
+    # Suite2p's NWB without a recorded image size: info still counts the ROIs, preprocess sizes them by the movie
+    pytest.importorskip("pynwb")
+    from actsort_nb.synthetic import simulate_recording
+
+    ds = simulate_recording(n_cells=4, shape=(32, 40), n_frames=60, seed=1)
+    fp = np.asarray(ds.footprints.data.todense())
+    tr = ds.traces.values
+    p = write_suite2p_nwb(tmp_path / "s2p.nwb", fp, tr, tr * 0, tr * 0, dimension=False)
+    np.save(tmp_path / "m.npy", ds.movie.values)
+    assert main(["info", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert f"candidates: {len(fp)}" in out and "field of view: unknown" in out
+    out_path = tmp_path / "o.h5"
+    args = ["preprocess", str(tmp_path / "m.npy"), str(p), "-o", str(out_path), "--quiet", "--no-features"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert f"{len(fp)} candidates, 60 frames" in capsys.readouterr().out

@@ -63,8 +63,9 @@ def test_suite2p_root_and_incomplete_plane_folders_say_which(tmp_path):
     root = tmp_path / "suite2p"
     for plane in ("plane0", "plane1"):
         (root / plane).mkdir(parents=True)
-    with pytest.raises(InputError, match="Suite2p output folder with plane0, plane1; open one plane folder"):
-        open_candidates(root)
+    for reader in (open_candidates, describe):
+        with pytest.raises(InputError, match="Suite2p output folder with plane0, plane1; open one plane folder"):
+            reader(root)
     np.save(root / "plane0" / "F.npy", np.zeros((2, 5), np.float32))
     with pytest.raises(InputError, match="Suite2p plane folder but has no stat.npy"):
         open_candidates(root / "plane0")

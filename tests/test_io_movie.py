@@ -122,3 +122,34 @@ def test_a_pickled_npy_is_not_a_movie(tmp_path):
     for trust in (False, True):
         with pytest.raises(InputError, match="holds pickled Python objects, not movie frames"):
             open_movie(p, trust=trust)
+
+
+@pytest.mark.parametrize("imagej", [False, True])
+def test_a_big_endian_tiff_is_mapped_in_its_byte_order(tmp_path, movie, imagej):
+    p = tmp_path / "be.tif"
+    tifffile.imwrite(p, movie.astype(np.uint16), byteorder=">", imagej=imagej)
+    arr = open_movie(p)
+    assert arr.dtype.byteorder == ">"  # memory-mapped, not decoded page by page
+    _check(arr, movie)
+
+
+def test_the_byte_order_is_part_of_a_mapped_movie_name(tmp_path, movie):
+    # the same bytes read as "<u2" and ">u2" are different movies: a cache keyed by the name must not mix them
+    from actsort_nb.io.movie import FileFrames, _from_frames
+
+    p = tmp_path / "m.raw"
+    movie.astype(np.uint16).tofile(p)
+    little, big = (_from_frames(FileFrames(p, dt, movie.shape), "raw") for dt in ("<u2", ">u2"))
+    assert little.name != big.name
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_a_tiff_written_frame_by_frame_is_a_movie(tmp_path, movie, compression):
+    # every frame is its own one-page series, whose metadata declares one frame: not a truncated file
+    p = tmp_path / "frames.tif"
+    with tifffile.TiffWriter(p) as tw:
+        for frame in movie:
+            tw.write(frame, contiguous=False, compression=compression)
+    with tifffile.TiffFile(p) as tif:
+        assert len(tif.series) == movie.shape[0]
+    _check(open_movie(p), movie)

@@ -109,3 +109,19 @@ def test_pickles_from_older_numpy_and_suite2p_values_load(tmp_path):
         np.lib.format.read_array_header_1_0(fh)
         ops = pickle.load(fh).item()
     assert ops["date_proc"] == datetime(2024, 5, 1, 12, 0) and ops["tau"] == 1.25
+
+
+@pytest.mark.parametrize("kind", ["list", "array", "none"])
+def test_max_projection_crop_ranges_as_lists_arrays_or_none(tmp_path, kind):
+    # Suite2p stores yrange/xrange as numpy arrays when it skips registration
+    fp, F, _ = make_truth(n=2, h=11, w=13, t=10)
+    max_proj = np.arange(9 * 10, dtype=np.float32).reshape(9, 10) + 1
+    ranges = {"list": ([1, 10], [2, 12]), "array": (np.array([1, 10]), np.array([2, 12]))}.get(kind, (None, None))
+    folder = write_suite2p(tmp_path / "plane0", fp, F, ops_extra={
+        "yrange": ranges[0], "xrange": ranges[1], "max_proj": max_proj if kind != "none" else np.ones((11, 13), np.float32)})
+    ds = suite2p.read(folder, trust=True)
+    expected = np.ones((11, 13), np.float32)
+    if kind != "none":
+        expected = np.zeros((11, 13), np.float32)
+        expected[1:10, 2:12] = max_proj
+    np.testing.assert_array_equal(ds.max_image.values, expected)

@@ -7,6 +7,7 @@ check the writers themselves against those conventions, independently of the rea
 """
 from __future__ import annotations
 
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -135,14 +136,62 @@ def write_nwb(path, fp, tr, *, rate=30.0, ids=None, pixel_masks=False) -> Path:
     for k in range(fp.shape[0]):
         kwargs = {} if ids is None else {"id": int(ids[k])}
         if pixel_masks:
-            y, x = np.nonzero(fp[k])
-            ps.add_roi(pixel_mask=[(int(xi), int(yi), float(fp[k, yi, xi])) for yi, xi in zip(y, x)], **kwargs)
+            y, x = np.nonzero(fp[k])  # NWB's pixel_mask x is the row, as image_mask's first axis
+            ps.add_roi(pixel_mask=[(int(yi), int(xi), float(fp[k, yi, xi])) for yi, xi in zip(y, x)], **kwargs)
         else:
             ps.add_roi(image_mask=fp[k], **kwargs)
     region = ps.create_roi_table_region(region=list(range(fp.shape[0])), description="all")
     fluo = Fluorescence()
     mod.add(fluo)
     fluo.create_roi_response_series(name="RoiResponseSeries", data=tr.T, rois=region, unit="lumens", rate=rate)
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return Path(path)
+
+
+def write_suite2p_nwb(path, fp, F, Fneu, spks, *, rate=15.0, dimension=True, backgrounds=False,
+                      containers=("Fluorescence", "Neuropil", "Deconvolved")) -> Path:
+    """An NWB file as ``suite2p.io.nwb.save_nwb`` writes one plane.
+
+    Pixel masks are ``(ypix, xpix, lam)`` rows in ``(x, y, weight)``; three Fluorescence
+    containers (``Fluorescence``, ``Neuropil``, ``Deconvolved``) each hold a series
+    ``plane0``; the TwoPhotonSeries (an external file) records ``dimension=[Ly, Lx]``
+    and ``Backgrounds_0`` holds the full-size mean image.
+    """
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.base import Images
+    from pynwb.image import GrayscaleImage
+    from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel, RoiResponseSeries, TwoPhotonSeries
+
+    n, ly, lx = fp.shape
+    nwb = NWBFile(session_description="suite2p_proc", identifier="s2p", session_start_time=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    device = nwb.create_device(name="Microscope")
+    channel = OpticalChannel(name="OpticalChannel", description="an optical channel", emission_lambda=500.0)
+    plane = nwb.create_imaging_plane(name="ImagingPlane", optical_channel=channel, imaging_rate=rate, description="standard",
+                                     device=device, excitation_lambda=600.0, indicator="GCaMP", location="V1",
+                                     grid_spacing=[2.0, 2.0], grid_spacing_unit="microns")
+    extra = {"dimension": [ly, lx]} if dimension else {}
+    series = TwoPhotonSeries(name="TwoPhotonSeries", external_file=[""], imaging_plane=plane, starting_frame=[0],
+                             format="external", starting_time=0.0, rate=rate, num_samples=F.shape[1], **extra)
+    nwb.add_acquisition(series)
+    seg = ImageSegmentation()
+    ps = seg.create_plane_segmentation(name="PlaneSegmentation", description="suite2p output", imaging_plane=plane,
+                                       reference_images=series)
+    mod = nwb.create_processing_module(name="ophys", description="optical physiology processed data")
+    mod.add(seg)
+    for k in range(n):
+        ypix, xpix = np.nonzero(fp[k])
+        ps.add_roi(pixel_mask=np.array([ypix, xpix, fp[k][ypix, xpix]]).T)
+    region = ps.create_roi_table_region(region=list(range(n)), description="ROIs for plane0")
+    with warnings.catch_warnings():  # hdmf warns that the series is made before its container joins the file
+        warnings.filterwarnings("ignore", "The linked table for DynamicTableRegion", UserWarning)
+        for data, label in zip((F, Fneu, spks), containers):
+            rrs = RoiResponseSeries(name="plane0", data=np.transpose(data), rois=region, unit="lumens", rate=rate)
+            mod.add(Fluorescence(roi_response_series=rrs, name=label))
+    if backgrounds:
+        images = Images(name="Backgrounds_0")
+        images.add_image(GrayscaleImage(name="meanImg", data=fp.sum(0)))
+        mod.add(images)
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
     return Path(path)

@@ -125,10 +125,7 @@ def open_candidates(path, *, format: str | None = None, movie=None, trust: bool 
     else:
         check_option(format, "format", readers)
     if format is None and path.is_dir():
-        planes = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.startswith("plane"))
-        if planes:
-            raise InputError(f"{name(path)}: is a Suite2p output folder with {', '.join(planes)}; open one plane "
-                             f"folder, e.g. {name(path / planes[0])}.")
+        _suite2p_root_hint(path)
         if (path / "stat.npy").is_file() or (path / "F.npy").is_file():
             missing = [f for f in ("stat.npy", "F.npy") if not (path / f).is_file()]
             raise InputError(f"{name(path)}: looks like a Suite2p plane folder but has no {' or '.join(missing)}; "
@@ -167,6 +164,14 @@ def open_candidates(path, *, format: str | None = None, movie=None, trust: bool 
     if movie_path is not None and "movie" in ds.variables:
         ds["movie"].attrs["source"] = str(movie_path)  # so that an output never replaces it
     return ds
+
+
+def _suite2p_root_hint(path: Path) -> None:
+    """Raise the "open one plane folder" sentence when ``path`` is a Suite2p output folder (plane0, plane1, ...)."""
+    planes = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.startswith("plane"))
+    if planes:
+        raise InputError(f"{name(path)}: is a Suite2p output folder with {', '.join(planes)}; open one plane "
+                         f"folder, e.g. {name(path / planes[0])}.")
 
 
 def _check_reader_options(format: str, options: dict) -> None:
@@ -280,6 +285,8 @@ def describe(path, trust: bool = False) -> str:
             return "\n".join(lines)
         if is_hdf5(path):
             return "\n".join(lines + ["format: HDF5 (not a known extraction output)"] + _describe_h5(path))
+        if path.is_dir():
+            _suite2p_root_hint(path)
         raise InputError(f"{name(path)}: is not a format actsort_nb recognises; supported are {SUPPORTED}, and movies.")
     desc = BACKENDS[fmt].description
     if fmt == "movie":
@@ -338,6 +345,9 @@ def describe(path, trust: bool = False) -> str:
             "stat.npy/ops.npy are pickles and were not read (pass --trust / trust=True for files you made)",
         ]
         return "\n".join(lines)
-    ds = open_candidates(path, format=fmt, trust=trust)
+    try:
+        ds = open_candidates(path, format=fmt, trust=trust)
+    except nwb.NoFieldOfView as exc:  # pixel masks with no image size: the ROIs can still be counted
+        return "\n".join(lines + [f"candidates: {exc.n_rois}", f"field of view: unknown ({exc})"])
     lines += _describe_set(ds)
     return "\n".join(lines)

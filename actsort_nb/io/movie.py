@@ -213,12 +213,20 @@ def _open_tiff(path: Path) -> da.Array:
                 raise InputError(f"{name(path)}: the TIFF holds no images; pass a movie file.")
             series = tif.series[0]
             shp = tuple(series.shape)
-            dtype = series.dtype
+            # tifffile gives the native-order dtype; the raw bytes a contiguous series is mapped
+            # from are in the file's order (ImageJ saves big-endian)
+            dtype = series.dtype.newbyteorder(tif.byteorder)
             contiguous = series.dataoffset is not None
             offset = series.dataoffset
             n_pages = len(series.pages) if hasattr(series, "pages") else len(tif.pages)
-            declared = _declared_frames(tif)
             last = series.pages[-1] if n_pages else None
+            declared = _declared_frames(tif)
+            if len(tif.series) > 1 and len(shp) == 2 and all(
+                tuple(s.shape) == shp and s.dtype == series.dtype for s in tif.series
+            ):  # one frame per series (a TIFF written frame by frame): every page is a frame, and
+                # the metadata describes one frame each, so it declares no frame count
+                shp, n_pages, contiguous, declared = (len(tif.series), *shp), len(tif.series), False, None
+                last = tif.series[-1].pages[-1]
             ends = [int(o) + int(c) for o, c in zip(getattr(last, "dataoffsets", ()), getattr(last, "databytecounts", ()))]
     size = path.stat().st_size
     n_found = int(np.prod(shp[:-2])) if len(shp) > 2 else 1
@@ -239,6 +247,7 @@ def _open_tiff(path: Path) -> da.Array:
         if path.stat().st_size < offset + int(np.prod(shp)) * dtype.itemsize:
             raise InputError(f"{name(path)}: the TIFF image data is cut short; the file is truncated, so re-save it.")
         return _from_frames(FileFrames(path, dtype, shp, offset), "tiff-movie")
+    dtype = dtype.newbyteorder("=")  # tifffile decodes pages to native order
     step = _time_chunks(shp[0], shp[1] * shp[2] * dtype.itemsize)
     fname = os.fspath(path)
 

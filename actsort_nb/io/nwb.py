@@ -1,8 +1,9 @@
 """NWB files: a ``PlaneSegmentation`` (image or pixel masks) plus an ``RoiResponseSeries``.
 
-Needs the optional extra ``pip install actsort_nb[nwb]`` (pynwb). Masks are taken as
-``(row, col)`` = ``(y, x)`` images, as CaImAn and Suite2p write them; pixel masks use
-their ``y`` field as the row and ``x`` as the column.
+Needs the optional extra ``pip install actsort_nb[nwb]`` (pynwb). Image masks are taken as
+``(row, col)`` = ``(y, x)`` images, as CaImAn and Suite2p write them. A pixel mask's ``x``
+field indexes the same first axis (the row) and ``y`` the column: Suite2p writes
+``(ypix, xpix, lam)`` into ``(x, y, weight)``, as do roiextractors and pynwb's tutorial.
 """
 from __future__ import annotations
 
@@ -62,12 +63,15 @@ def read(
     plane_segmentation : str, optional
         Name of the ``PlaneSegmentation`` when the file has several.
     series : str, optional
-        Name of the ``RoiResponseSeries``; default the first one over the chosen
-        segmentation (those in ``Fluorescence`` before ``DfOverF``).
+        The ``RoiResponseSeries``, by name or as ``"container/name"`` (e.g.
+        ``"Fluorescence/plane0"`` in Suite2p's files). Default: the one over the
+        chosen segmentation in the container named ``Fluorescence``, else in a
+        ``Fluorescence`` container, else any (e.g. ``DfOverF``).
     movie : path or array, optional
         The movie (kept lazy).
     fov_shape : (int, int), optional
-        Image size for pixel masks when the file holds no image masks.
+        Image size ``(height, width)`` for pixel masks. Default: the movie's frame
+        size, else the imaging series' ``dimension`` or the reference images in the file.
     frame_rate : float, optional
         Override of the series' ``rate`` (or of its timestamps).
 
@@ -134,15 +138,23 @@ def read(
             ps = segs[0]
             all_series = [o for o in objs if isinstance(o, RoiResponseSeries) and o.rois.table is ps]
             if series is not None:
-                all_series = [s for s in all_series if s.name == series]
+                all_series = [s for s in all_series if series in (s.name, _label(s))]
             if not all_series:
                 raise InputError(
                     f"{name(path)}: has no RoiResponseSeries over PlaneSegmentation {ps.name!r}"
                     + (f" named {series!r}" if series else "") + "; save the traces with Fluorescence."
                 )
-            all_series.sort(key=lambda s: 0 if getattr(s.parent, "neurodata_type", "") == "Fluorescence" else 1)
-            rrs = all_series[0]
-            fp, (h, w) = _masks(ps, path, fov_shape)
+            best = min(map(_rank, all_series))
+            tied = [s for s in all_series if _rank(s) == best]
+            if len(tied) > 1:
+                raise InputError(
+                    f"{name(path)}: holds {len(tied)} RoiResponseSeries over PlaneSegmentation {ps.name!r} "
+                    f"({', '.join(_label(s) for s in tied)}); pass series='container/name' to say which holds the fluorescence."
+                )
+            rrs = tied[0]
+            if movie is not None:
+                movie = resolve_movie(movie, source=path)  # opened once: its frames give pixel masks their size
+            fp, (h, w) = _masks(ps, path, fov_shape, movie, objs)
             rows = np.asarray(rrs.rois.data[:], dtype=np.int64)
             data = rrs.data
             check_size(data.shape, np.float32, "RoiResponseSeries data", path=path, field=rrs.name)
@@ -186,11 +198,24 @@ def read(
         source=name(path),
         source_format="nwb",
         candidate_vars=cvars,
-        attrs={"plane_segmentation": ps.name, "series": rrs.name},
+        attrs={"plane_segmentation": ps.name, "series": _label(rrs)},
     )
 
 
-def _masks(ps, path, fov_shape) -> tuple[scipy.sparse.csr_matrix, tuple[int, int]]:
+def _label(series) -> str:
+    """``container/name`` of a RoiResponseSeries, e.g. ``Fluorescence/plane0``."""
+    return f"{getattr(series.parent, 'name', '?')}/{series.name}"
+
+
+def _rank(series) -> int:
+    """Preference for the default series: Suite2p writes ``Fluorescence``, ``Neuropil`` and ``Deconvolved`` containers."""
+    parent = series.parent
+    if getattr(parent, "name", "") == "Fluorescence":
+        return 0
+    return 1 if getattr(parent, "neurodata_type", "") == "Fluorescence" else 2
+
+
+def _masks(ps, path, fov_shape, movie, objs) -> tuple[scipy.sparse.csr_matrix, tuple[int, int]]:
     cols = set(ps.colnames)
     if "image_mask" in cols:
         data = ps["image_mask"].data
@@ -207,21 +232,75 @@ def _masks(ps, path, fov_shape) -> tuple[scipy.sparse.csr_matrix, tuple[int, int
         ]
         return scipy.sparse.vstack(parts, format="csr"), (h, w)
     if "pixel_mask" in cols:
-        if fov_shape is None:
-            raise InputError(
-                f"{name(path)}: the ROIs are pixel masks, which do not record the image size; pass fov_shape=(height, width)."
-            )
-        h, w = check_fov(fov_shape, "fov_shape", path=path)
+        if fov_shape is not None:
+            (h, w), origin = check_fov(fov_shape, "fov_shape", path=path), "fov_shape"
+        elif movie is not None:
+            (h, w), origin = tuple(int(s) for s in np.shape(movie)[1:3]), "the movie's frames"
+        else:
+            found = _file_fov(ps, objs, path)
+            if found is None:
+                raise NoFieldOfView(
+                    f"{name(path)}: the ROIs are pixel masks, which do not record the image size; "
+                    "pass fov_shape=(height, width) or the movie.",
+                    n_rois=len(ps),
+                )
+            (h, w), origin = found
         target = ps["pixel_mask"].target.data[:]
         index = np.asarray(ps["pixel_mask_index"].data[:], dtype=np.int64)
         owner = np.repeat(np.arange(index.size), np.diff(np.concatenate([[0], index])))
-        y = np.asarray(target["y"], np.int64)
-        x = np.asarray(target["x"], np.int64)
+        # NWB's x is the first image axis (the row), as in image_mask: see the module docstring
+        row = np.asarray(target["x"], np.int64)
+        col = np.asarray(target["y"], np.int64)
         wgt = np.asarray(target["weight"], np.float32)
-        if y.size and (y.min() < 0 or x.min() < 0 or y.max() >= h or x.max() >= w):
-            raise InputError(f"{name(path)}: field 'pixel_mask': pixels fall outside fov_shape {(h, w)}; pass the right fov_shape.")
-        return scipy.sparse.csr_matrix((wgt, (owner, y * w + x)), shape=(index.size, h * w)), (h, w)
+        if row.size and (row.min() < 0 or col.min() < 0 or row.max() >= h or col.max() >= w):
+            raise InputError(
+                f"{name(path)}: field 'pixel_mask': pixels fall outside the {h}x{w} field of view from {origin}; "
+                "pass the right fov_shape=(height, width)."
+            )
+        return scipy.sparse.csr_matrix((wgt, (owner, row * w + col)), shape=(index.size, h * w)), (h, w)
     raise InputError(f"{name(path)}: the PlaneSegmentation has neither image_mask nor pixel_mask; save the ROI masks.")
+
+
+class NoFieldOfView(InputError):
+    """Pixel masks with no image size anywhere; ``n_rois`` still says how many ROIs there are."""
+
+    def __init__(self, message: str, n_rois: int):
+        super().__init__(message)
+        self.n_rois = n_rois
+
+
+def _file_fov(ps, objs, path) -> tuple[tuple[int, int], str] | None:
+    """``(height, width)`` the file records for pixel masks, and where from; None if nothing (or nothing consistent).
+
+    First the ``dimension`` (or frame size) of the segmentation's reference images and
+    of the imaging series on its plane, else the 2-D images of ``Images`` containers
+    (Suite2p's ``Backgrounds_0``).
+    """
+    from pynwb.base import Images
+    from pynwb.image import ImageSeries
+    from pynwb.ophys import TwoPhotonSeries
+
+    refs = ps.reference_images
+    refs = list(refs.values()) if isinstance(refs, dict) else list(refs or [])
+    refs += [o for o in objs if isinstance(o, TwoPhotonSeries) and o.imaging_plane is ps.imaging_plane]
+    sizes = {}
+    for s in refs:
+        if not isinstance(s, ImageSeries):
+            continue
+        dim = None if s.dimension is None else np.asarray(s.dimension[:]).ravel()
+        if dim is not None and dim.size == 2:
+            sizes.setdefault(tuple(int(v) for v in dim), f"{s.name}.dimension")
+        elif s.data is not None and len(np.shape(s.data)) == 3 and min(np.shape(s.data)) > 0:
+            sizes.setdefault(tuple(int(v) for v in np.shape(s.data)[1:]), f"{s.name} frames")
+    if not sizes:
+        for images in (o for o in objs if isinstance(o, Images)):
+            for img in images.images.values():
+                if img.data is not None and len(np.shape(img.data)) == 2:
+                    sizes.setdefault(tuple(int(v) for v in np.shape(img.data)), f"image {images.name}/{img.name}")
+    if len(sizes) != 1:
+        return None
+    ((hw, origin),) = sizes.items()
+    return check_fov(hw, origin, path=path), origin
 
 
 BACKEND = Backend(

@@ -177,9 +177,9 @@ def read(
         images["mean_image"] = np.asarray(ops["meanImg"], np.float32)
     if "max_proj" in ops and np.ndim(ops["max_proj"]) == 2:
         mp = np.asarray(ops["max_proj"], np.float32)
-        y0, y1 = (ops.get("yrange") or [0, h])[:2]
-        x0, x1 = (ops.get("xrange") or [0, w])[:2]
-        if mp.shape == (y1 - y0, x1 - x0):
+        y0, y1 = _range(ops.get("yrange"), h)
+        x0, x1 = _range(ops.get("xrange"), w)
+        if 0 <= y0 <= y1 <= h and 0 <= x0 <= x1 <= w and mp.shape == (y1 - y0, x1 - x0):
             full = np.zeros((h, w), np.float32)
             full[y0:y1, x0:x1] = mp
             images["max_image"] = full
@@ -204,6 +204,15 @@ def read(
         candidate_vars=candidate_vars,
         attrs={"neuropil_coefficient": c},
     )
+
+
+def _range(value, size: int) -> tuple[int, int]:
+    """``(start, stop)`` of Suite2p's ``yrange``/``xrange`` (a list or a numpy array); the whole axis if absent or unusable."""
+    try:
+        start, stop = (int(v) for v in np.asarray(value).ravel()[:2])
+    except (TypeError, ValueError):
+        return 0, size
+    return start, stop
 
 
 def _footprints(stat, h: int, w: int, stat_path) -> scipy.sparse.csr_matrix:
