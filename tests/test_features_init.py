@@ -51,6 +51,39 @@ def test_group_selection_and_bad_input(recording):
         compute_features(recording.drop_vars("traces"))
 
 
+def test_spatiotemporal_alone_on_a_candidate_set_is_refused(recording):
+    for groups in (["spatiotemporal"], "spatiotemporal", ("spatiotemporal", "spatiotemporal")):
+        with pytest.raises(InputError, match=r"snapshots.*preprocess\(candidates\).*groups=\['temporal', 'spatial'\]"):
+            compute_features(recording, groups=groups)
+
+
+def test_skipped_groups_asked_for_by_name_warn(recording):
+    with pytest.warns(UserWarning, match="skipping the spatiotemporal features"):
+        f = compute_features(recording, groups=["temporal", "spatiotemporal"])
+    assert f.attrs["groups"] == ["temporal"] and f.attrs["missing_groups"] == ["spatiotemporal"]
+    np.testing.assert_array_equal(f.values, compute_features(recording, groups=["temporal"]).values)
+    with pytest.warns(UserWarning, match="spatiotemporal"):
+        assert compute_features(recording, groups=("temporal", "spatial", "spatiotemporal")).sizes["feature"] == 46
+
+
+def test_default_groups_skip_silently(recording):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        f = compute_features(recording)
+    assert f.attrs["missing_groups"] == ["spatiotemporal"] and f.sizes["feature"] == 46
+
+
+def test_traces_beyond_float32_are_refused(recording):
+    # candidate_set refuses them; a dataset built otherwise must not turn them into inf
+    ds = recording.copy()
+    ds["traces"] = ds["traces"].astype(np.float64)
+    ds["traces"][0, 0] = 1e300
+    with pytest.raises(InputError, match="float32 range"):
+        compute_features(ds, groups=["temporal"])
+
+
 def test_degenerate_candidates_stay_finite():
     fp = np.zeros((4, 16, 16), np.float32)
     fp[0, 5, 5] = 1  # single pixel

@@ -197,12 +197,80 @@ def test_degenerate_traces_are_finite(x):
     assert np.isfinite(f).all() and f.dtype == np.float32
 
 
-def test_flat_trace_fallbacks():
-    f = temporal_features(np.full((1, 120), 2.5))[0]
-    for name in ("good_peak_spacing", "bad_peak_spacing", "peak_spacing"):
-        assert f[COL[name]] == 120  # no peaks: spacing = trace length
+FLAT_VALUES = (2.5, 123.4, 5.0, -7000.3, 1e-20, 3e30, 0.0)
+
+
+def _assert_flat_fallbacks(f, n_t):
+    spacings = [COL[n] for n in ("good_peak_spacing", "bad_peak_spacing", "peak_spacing")]
+    assert (f[:, spacings] == n_t).all()  # no peaks: spacing = trace length
     others = [i for n, i in COL.items() if not n.endswith("peak_spacing")]
-    assert (f[others] == 0).all()
+    assert (f[:, others] == 0).all()
+
+
+@pytest.mark.parametrize("n_t", [120, 300, 1000, 4096])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_flat_trace_fallbacks(n_t, dtype):
+    # the FFT of a constant is rounding noise off DC: band powers (30-34) must not be ratios of it
+    x = np.repeat(np.array(FLAT_VALUES, dtype)[:, None], n_t, axis=1)
+    _assert_flat_fallbacks(temporal_features(x), n_t)
+    _assert_flat_fallbacks(temporal_features(x, block=1, similarity=False), n_t)
+
+
+@pytest.mark.parametrize("n_t", [120, 300, 1000, 4096])
+def test_flat_trace_fallbacks_through_compute_features(n_t):
+    from actsort_nb import candidate_set
+    from actsort_nb.features import compute_features
+
+    fp = np.zeros((len(FLAT_VALUES), 8, 8), np.float32)
+    fp[:, 2:5, 2:5] = 1
+    x = np.repeat(np.array(FLAT_VALUES, np.float32)[:, None], n_t, axis=1)
+    f = compute_features(candidate_set(fp, x), groups=["temporal"])
+    assert f["feature"].values.tolist() == list(TEMPORAL_NAMES)
+    _assert_flat_fallbacks(f.values, n_t)
+
+
+def test_band_powers_of_a_barely_non_flat_trace():
+    # one frame just above the flatness threshold (8 float32 eps of the magnitude): real power, not noise
+    n_t = 1000
+    x = np.full((2, n_t), 1000.0)
+    x[0, 500] += 1e-2
+    x[1, 500] += 1e-3  # just above 8 * eps32 * 1000 = 9.5e-4
+    f = temporal_features(x)
+    ref = _reference_temporal(x)
+    bands = [COL[n] for n in TEMPORAL_NAMES if n.startswith("band_power")]
+    np.testing.assert_allclose(f[:, bands], ref[:, bands], rtol=1e-6)
+    np.testing.assert_allclose(f[:, COL["band_power_0_50"]] + f[:, COL["band_power_50_100"]], 1, atol=1e-6)
+
+
+def test_band_powers_of_a_flat_trace_with_dips_are_zero():
+    # flat in the sense of the normalisation (the median is the maximum): no activity, no band powers
+    x = np.r_[np.full(60, 5.0), np.linspace(0, 4, 40)][None]
+    f = temporal_features(x)[0]
+    assert (f[[COL[n] for n in TEMPORAL_NAMES if n.startswith("band_power")]] == 0).all()
+
+
+@pytest.mark.parametrize("k", [-1000, -900, -300, 300, 900, 1000])
+def test_extreme_magnitudes_neither_overflow_nor_underflow(k):
+    # squares of 1e300 overflow float64 and those of 1e-300 underflow; the features are scale invariant
+    x = _awkward_traces(14, 501)
+    x = np.vstack([x, 3 * x[:4] + 1])  # similar pairs for feature 35
+    want = temporal_features(x)
+    assert want[:, COL["trace_similarity"]].max() > 0
+    got = temporal_features(np.ldexp(x, k))
+    np.testing.assert_array_equal(got, want)  # powers of two scale exactly
+    np.testing.assert_array_equal(trace_similarity(np.ldexp(x, k)), trace_similarity(x))
+    np.testing.assert_array_equal(noise_level(np.ldexp(x, k)), np.ldexp(noise_level(x), k))
+
+
+def test_huge_single_spike_is_finite():
+    spike = np.r_[1.0, np.zeros(49)]
+    want = temporal_features(spike[None])
+    for scale in (1e300, 1e-300, 1.7e308):
+        got = temporal_features(scale * spike[None])
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    f = temporal_features(np.array([[1.7e308, -1.7e308, 0.0, 1.0, 2.0, 3.0]]))
+    assert np.isfinite(f).all()
 
 
 def test_normalise_baseline_and_amplitude():

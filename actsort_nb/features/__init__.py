@@ -215,7 +215,14 @@ class _TraceRows:
         return self.shape[0]
 
     def __getitem__(self, sl: slice) -> np.ndarray:
-        return _as_traces(_read(self._var, sl)).astype(np.float32, copy=False)
+        rows = _as_traces(_read(self._var, sl))
+        try:
+            with np.errstate(over="raise"):
+                return rows.astype(np.float32, copy=False)
+        except FloatingPointError:  # as candidate_set refuses them
+            raise InputError(
+                f"traces exceed the float32 range (|value| up to {np.abs(rows).max():.3g}); rescale them first."
+            ) from None
 
 
 def _spatial(ds: xr.Dataset) -> np.ndarray:
@@ -255,7 +262,7 @@ def _spatiotemporal_from_sortset(
 def compute_features(
     ds: xr.Dataset,
     *,
-    groups: Sequence[str] = GROUPS,
+    groups: Sequence[str] | None = None,
     block: int = 512,
     workers: int | None = None,
 ) -> xr.DataArray:
@@ -267,11 +274,12 @@ def compute_features(
         A CandidateSet (``footprints``, ``traces``) or a sort set, which also has
         the snapshot variables (``snapshots``, ``snapshot_scale``,
         ``snapshot_offset``, ``crop_footprint``, ``event_frame``).
-    groups : sequence of str
+    groups : sequence of str, optional
         Which feature groups to compute, among ``"temporal"``, ``"spatial"``,
-        ``"spatiotemporal"``. A requested group whose inputs are absent (the
-        spatiotemporal group of a CandidateSet without snapshots) is skipped and
-        listed in ``attrs["missing_groups"]``.
+        ``"spatiotemporal"``. By default all of them, skipping (and listing in
+        ``attrs["missing_groups"]``) the spatiotemporal group of a CandidateSet
+        without snapshots. A group asked for by name that cannot be computed is
+        skipped with a warning, or raises :class:`InputError` if no other is left.
     block : int
         Candidates per block when reading snapshots (bounds memory).
     workers : int, optional
@@ -286,6 +294,11 @@ def compute_features(
         along ``feature``, and ``attrs`` ``groups`` (computed), ``missing_groups``
         and ``note``.
 
+    Warns
+    -----
+    UserWarning
+        When some of the groups asked for by name were skipped (see ``groups``).
+
     Examples
     --------
     >>> from actsort_nb.synthetic import simulate_recording
@@ -298,7 +311,8 @@ def compute_features(
         raise InputError(
             f"compute_features needs a CandidateSet or sort set (xarray.Dataset), got {type(ds).__name__}."
         )
-    groups = [groups] if isinstance(groups, str) else list(groups)
+    explicit = groups is not None
+    groups = list(GROUPS) if groups is None else [groups] if isinstance(groups, str) else list(groups)
     if not groups:
         raise InputError(f"groups is empty; pass one or more of {list(GROUPS)}.")
     for g in groups:
@@ -310,11 +324,22 @@ def compute_features(
     st_inputs = all(v in ds.variables for v in SNAPSHOT_VARS)
     if "spatiotemporal" in groups and not st_inputs:
         missing.append("spatiotemporal")
+        if explicit and set(groups) <= {"spatiotemporal"}:
+            raise InputError(
+                "the spatiotemporal features need the event snapshots of a sort set, which this dataset lacks; "
+                "run actsort_nb.preprocess.preprocess(candidates) first, or ask for groups=['temporal', 'spatial']."
+            )
     need_traces = "temporal" in groups or ("spatiotemporal" in groups and st_inputs)
     if need_traces:
         ds.actsort.require("traces")
     if "spatial" in groups:
         ds.actsort.require("footprints")
+    if explicit and missing:
+        warnings.warn(
+            "skipping the spatiotemporal features: they need the event snapshots of a sort set "
+            "(actsort_nb.preprocess.preprocess), which this dataset lacks.",
+            stacklevel=2,
+        )
     release_free_memory()  # what the caller freed (e.g. a writer's buffers) is not our peak
     with ThreadPoolExecutor(max_workers=1) as side:
         # the spatial group is mostly numpy on one core: with threads to spare it runs beside the rest

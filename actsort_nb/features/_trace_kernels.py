@@ -20,6 +20,8 @@ results by a few float64 ulps. No ``fastmath``.
 # ruff: noqa: FURB136
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -185,14 +187,27 @@ def unit_zscore(x, out):  # pragma: no cover - compiled
     """Rows of ``x`` median-filtered (3 frames), z-scored (ddof 0) and divided by ``sqrt(n_t)``.
 
     As :func:`.temporal.medfilt3` then ``_zscore_unit``: unit-norm rows, 0 for flat ones.
+    Each row is first scaled by a power of two to a max ``|value|`` in [0.5, 1): exact,
+    so the result is unchanged, but no square over- or underflows (rows of 1e±200).
     """
     m, n = x.shape
     row = np.empty(n)
     tm = np.empty(n)
     root = np.sqrt(np.float64(n))
     for i in range(m):
+        big = 0.0
         for j in range(n):
             row[j] = x[i, j]
+            a = abs(row[j])
+            big = a if a > big else big
+        e = math.frexp(big)[1]
+        if -1000 < e < 1000:  # a normal power of two: multiply
+            f = math.ldexp(1.0, -e)
+            for j in range(n):
+                row[j] *= f
+        else:
+            for j in range(n):
+                row[j] = math.ldexp(row[j], -e)
         _medfilt3(row, tm)
         mu, sd = _mean_std(tm, 0)
         if sd > 8 * _EPS32 * max(abs(mu), _TINY32):
@@ -210,7 +225,9 @@ def trace_features(x, sigma_raw, ac, band_has_dc, scales, noise_floor, min_promi
     ``sigma_raw``, ``ac`` come from :func:`spectrum_sums`; ``band_has_dc[j]`` says
     whether band ``j`` starts at frequency 0; ``scales`` are ascending. ``unit``
     (same shape as ``x``, float64) receives the unit rows of :func:`unit_zscore`,
-    which feature 36 is made of and feature 35 compares. With ``b`` the median,
+    which feature 36 is made of and feature 35 compares. Squares of the values must
+    not overflow (nor the relevant ones underflow): :mod:`.temporal` passes rows scaled
+    by powers of two to a max ``|value|`` in [0.5, 1). With ``b`` the median,
     ``Tn = (T - b) / (max(T) - b)`` (see :mod:`.temporal`):
 
     * 1 SNR: ``max(medfilt3(T - b)) / (√2 σ̂)``, σ̂ floored at ``noise_floor`` × amplitude.
@@ -225,7 +242,8 @@ def trace_features(x, sigma_raw, ac, band_has_dc, scales, noise_floor, min_promi
       5–7 and 8–11 — here one definition serves all). Widths are ActSort's "half
       height" widths on the min-max scaled trace (reference level: the trace
       minimum), bounded by the peak's prominence bases.
-    * 4: std (ddof 1) of the z-scored values at or above their 90th percentile.
+    * 4: std (ddof 1) of the z-scored values at or above their 90th percentile;
+      0 for a flat trace (those values are its maximum, to float32 precision).
     * 12–29 for each scale ``s``: the threshold is ``s σ̂ / amplitude`` on ``Tn``,
       i.e. ``T − b ≥ s σ̂`` in the trace's own units (ActSort compares the
       normalised trace with the raw σ̂, a unit error that makes the thresholds
@@ -236,7 +254,7 @@ def trace_features(x, sigma_raw, ac, band_has_dc, scales, noise_floor, min_promi
     * 30–34: fraction of the one-sided (Parseval-weighted) power of ``T − b`` per
       band of the Nyquist frequency; bands are half-open ``[lo, hi)`` except that
       ``hi = 1`` includes the Nyquist bin, so ``[0, .5) + [.5, 1] = 1`` (ActSort
-      uses the raw trace, whose offset puts power at DC).
+      uses the raw trace, whose offset puts power at DC); 0 for a flat trace.
     * 36: sum of the unit rows' values at or above their 99th percentile.
     """
     m, n = x.shape
@@ -360,7 +378,7 @@ def trace_features(x, sigma_raw, ac, band_has_dc, scales, noise_floor, min_promi
         # 4 std of the z-scored values at or above their 90th percentile
         mu, sd = _mean_std(v, 1)
         out[i, 3] = 0.0  # sd == 0: every z is 0 (and so is their std)
-        if sd > 0:
+        if sd > 0 and not flat:  # a flat trace's top decile is its maximum (to float32 precision)
             for j in range(n):  # a loop of its own, so that the divisions vectorise
                 zs[j] = (v[j] - mu) / sd
             q = _lerp((x90_lo - mu) / sd, (x90_hi - mu) / sd, g90)
@@ -413,16 +431,20 @@ def trace_features(x, sigma_raw, ac, band_has_dc, scales, noise_floor, min_promi
             out[i, 12 + 3 * c] = cnt / n
             out[i, 13 + 3 * c] = events[c]
 
-        # 30-34 band powers of T - b: the spectrum's AC part plus the DC bin of T - b
+        # 30-34 band powers of T - b: the spectrum's AC part plus the DC bin of T - b. A flat trace's
+        # spectrum is rounding noise (the FFT of a constant is not 0 off DC), so its fractions are 0,
+        # as are those of any total below a quarter of the least a non-flat trace has: by
+        # Parseval total = n sum((T - b)^2) >= n amp^2 > n (8 eps32 absmax)^2.
         dc = 0.0
         for j in range(n):
             dc += tb[j]
         dc = dc * dc
         n_bands = band_has_dc.shape[0]
         total = ac[i, n_bands] + dc
+        quiet = flat or np.sqrt(total / n) <= 4 * _EPS32 * absmax
         for c in range(n_bands):
             pb = ac[i, c] + (dc if band_has_dc[c] else 0.0)
-            out[i, 29 + c] = pb / total if total > 0 else 0.0
+            out[i, 29 + c] = 0.0 if quiet else pb / total
 
         # 36 spike fluorescence: unit-norm z-scored medfilt3(T) at or above its 99th percentile
         _medfilt3(v, tm)
