@@ -478,3 +478,37 @@ def test_label_index_and_annotator_mismatches_are_refused(app, sortset, tmp_path
     with pytest.raises(InputError, match="opened as 'ana'"):
         SortingApp(sortset, log=log, annotator="ben")
     log.close()
+
+
+def test_two_panels_on_one_log_are_not_shown_the_same_candidate_at_once(sortset, tmp_path):
+    path = tmp_path / "team2.sqlite"
+    ana = SortingApp(sortset, log=path, annotator="ana", seed=0)
+    ben = SortingApp(sortset, log=path, annotator="ben", seed=0)  # the same learner: the same ranking
+    try:
+        for _ in range(6):
+            assert ana.shown != ben.shown
+            claims = ana.log.claims()
+            assert claims.get(ana.shown) == "ana" and claims.get(ben.shown) == "ben"
+            ana.label(1 if ana.shown % 2 else 0)
+            ben.label(1 if ben.shown % 2 else 0)
+    finally:
+        ana.close()
+        ben.close()
+
+
+def test_when_everything_is_labelled_no_candidate_is_on_screen(tmp_path):
+    small = make_sortset(4, shape=(48, 48), n_frames=120, crop=15, seed=3)
+    app = SortingApp(small, log=tmp_path / "all.sqlite", annotator="ana", seed=0)
+    try:
+        while app.shown is not None:
+            app.label(1 if app.shown % 2 else 0)
+        assert (app.labels >= 0).all() and "Every candidate is labelled" in app.panel.status
+        before = [(d.candidate, d.label) for d in app.log.history()]
+        act(app, "label", label=0)  # a stray key
+        with pytest.raises(InputError, match="no candidate on screen"):
+            app.label(0)
+        assert [(d.candidate, d.label) for d in app.log.history()] == before
+        act(app, "undo")  # undo still brings the last one back
+        assert app.shown == before[-1][0] and app.labels[app.shown] == -1
+    finally:
+        app.close()

@@ -270,10 +270,13 @@ class SortingApp:
         n_free = int(np.sum(labels < 0))
         if n_free == 0:
             return None
-        k = min(n_free, len(exclude) + 1)
-        for i in np.atleast_1d(self.learner.query(k=k)).tolist():
-            if i not in exclude:
-                return int(i)
+        k = min(n_free, len(exclude) + 1 + len(self.log.claims()))  # room to step past other panels' claims
+        ranked = [i for i in np.atleast_1d(self.learner.query(k=k)).tolist() if i not in exclude]
+        if ranked:
+            # claim it, so another panel on this log is not shown it at the same time (claims are advisory:
+            # when others hold all of these, the best is shown anyway)
+            got = self.log.claim_next(ranked, skip_labelled=False)
+            return int(ranked[0] if got is None else got)
         if self._skipped:  # only skipped candidates are left: offer them again
             self._skipped.clear()
             return self._query(shown)
@@ -302,8 +305,11 @@ class SortingApp:
 
     def _refill_prefetch(self) -> None:
         exclude = {self.live} if self.live is not None else set()
+        old = None if self._prefetch is None else self._prefetch[0]
         nxt = self._query(exclude)
         self._prefetch = None if nxt is None else (nxt, self._build(nxt))
+        if old is not None and old not in (nxt, self.live) and self.labels[old] < 0:
+            self.log.release(old)  # the replaced look-ahead: free it for the other panels
 
     def _take_prefetch(self) -> int | None:
         if self._prefetch is not None:
@@ -396,6 +402,8 @@ class SortingApp:
         self._refill_prefetch()
         t_prefetch = time.perf_counter()
         self._refresh_views()
+        if self.live is None and self._hist_pos is None:
+            self.shown = None  # nothing left to label: a stray key must not relabel the last candidate
         t_end = time.perf_counter()
         self.timings.append({
             "log_ms": 1e3 * (t_log - t0), "show_ms": 1e3 * (t_show - t_log), "retrain_ms": 1e3 * (t_teach - t_show),
