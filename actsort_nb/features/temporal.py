@@ -338,7 +338,9 @@ def temporal_features(traces, *, block: int = BLOCK, similarity: bool = True, wo
     (corruption); fewer than two peaks → spacing = trace length; no peaks → width
     sums and stds 0; zero total power → power fractions 0; σ̂ floored at
     ``1e-4 ×`` amplitude (so a noiseless transient has a large, finite SNR); flat
-    trace → everything 0 except the spacings (trace length).
+    trace (``max(T) == median(T)``) → everything 0 except the spacings (trace length)
+    and ``spike_fluorescence``, which z-scores the raw trace: 0 for a constant trace,
+    but a trace at its maximum most of the time with dips below keeps that variance.
 
     Examples
     --------
