@@ -270,3 +270,30 @@ def test_label_undo_and_map_click_reach_the_kernel(lab_page):
     assert state["plots"]["counts"][:2] == [1, 1] and sum(state["plots"]["counts"]) == n
     assert sum(state["plots"]["hist"]) == n  # a fitted model: P(cell) of every candidate
     assert errors == [], errors
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_keys_after_a_panel_control_and_in_a_burst_all_reach_the_kernel(lab_page):
+    # runs after the test above, on the same page and kernel
+    page, errors, root, _ = lab_page
+    panel = page.locator(".actsort-panel")
+    (root / "state.json").unlink(missing_ok=True)
+    n0 = int(panel.get_attribute("data-n-painted") or 0)
+    # a slider moved with the mouse, then r: a label, not JupyterLab's "make this a raw cell"
+    shown = _shown(page)
+    panel.locator("input.as-black").click()
+    page.keyboard.press("r")
+    _painted(page, n0 + 1)
+    assert page.locator(".jp-RawCell").count() == 0
+    # three ← pressed faster than the kernel answers: all three steps back through the history
+    for _ in range(3):
+        page.keyboard.press("ArrowLeft")
+    _painted(page, n0 + 4)
+    page.wait_for_timeout(500)  # a dropped press would have left the panel one or two steps short
+    run_cell(page, 2)
+    state = wait_json(root / "state.json", timeout=60)
+    history = [h[0] for h in state["history"]]
+    assert history[-1] == shown and state["labels"][str(shown)] == 0
+    assert _shown(page) == history[-3]
+    assert state["errors"] == [] and errors == [], errors

@@ -36,6 +36,19 @@ def act(app, kind, **kw):
     return msg
 
 
+def other_kernel(sortset, **kw):
+    """A SortingApp as another kernel opens it: this kernel's open apps are not closed by it."""
+    from actsort_nb.widgets import app as app_module
+
+    saved = dict(app_module._OPEN)
+    app_module._OPEN.clear()
+    try:
+        return SortingApp(sortset, **kw)
+    finally:
+        app_module._OPEN.clear()
+        app_module._OPEN.update(saved)
+
+
 def _arr(p):
     return np.frombuffer(p["data"], dtype=p["dtype"]).reshape(p["shape"])
 
@@ -300,7 +313,7 @@ def test_undo_of_the_same_annotators_label_from_another_kernel_keeps_learner_and
     # two kernels, one annotator: undo takes back that annotator's last decision, which kernel B made
     path = tmp_path / "shared.sqlite"
     a = SortingApp(sortset, log=path, annotator="ana", seed=0)
-    b = SortingApp(sortset, log=path, annotator="ana", seed=1)
+    b = other_kernel(sortset, log=path, annotator="ana", seed=1)
     try:
         a.label(1, index=5)
         b.label(0, index=9)
@@ -391,7 +404,7 @@ def test_a_sort_set_written_by_preprocess_and_reopened_uses_the_same_log(tmp_pat
 def test_learner_and_log_agree_when_two_kernels_label_the_same_candidate(sortset, tmp_path):
     path = tmp_path / "shared.sqlite"
     a = SortingApp(sortset, log=path, annotator="ana", seed=0)
-    b = SortingApp(sortset, log=path, annotator="ana", seed=1)
+    b = other_kernel(sortset, log=path, annotator="ana", seed=1)
     try:
         x = a.shown
         act(a, "label", label=1)
@@ -512,3 +525,20 @@ def test_when_everything_is_labelled_no_candidate_is_on_screen(tmp_path):
         assert app.shown == before[-1][0] and app.labels[app.shown] == -1
     finally:
         app.close()
+
+
+def test_rerunning_the_cell_closes_the_earlier_app_on_that_log(sortset, tmp_path):
+    path = tmp_path / "rerun.sqlite"
+    first = SortingApp(sortset, log=path, annotator="ana", seed=0)
+    first.label(1)
+    second = SortingApp(sortset, log=path, annotator="ana", seed=0)
+    try:
+        with pytest.raises(InputError):
+            first.label(1)  # closed: its log refuses, so nothing it is asked can drift from the new panel
+        assert second.log.history()[0].candidate == first.history[0]
+        other = SortingApp(sortset, log=path, annotator="ben", seed=0)  # another annotator's panel stays open
+        other.label(0)
+        second.label(1)
+        other.close()
+    finally:
+        second.close()

@@ -42,6 +42,10 @@ __all__ = ["STRATEGY_ALIASES", "SortingApp", "dataset_key", "default_log_path", 
 STRATEGY_ALIASES = {"ours": "explore", "DCAL": "dcal", "CAL": "cal", "DAL": "dal"}
 
 
+#: The open app of each (label log, annotator) in this kernel: a newer one (a re-run cell) closes it.
+_OPEN: dict[tuple[str, str], SortingApp] = {}
+
+
 def dataset_key(sortset: xr.Dataset) -> str:
     """A stable key of a sort set for its label log: its ``uuid`` attribute, else a content hash.
 
@@ -92,7 +96,10 @@ class SortingApp:
         footprints and summary images.
     log : str, path-like or LabelLog, optional
         The label log; default :func:`default_log_path`. An existing log of the
-        same sort set is replayed (the session resumes).
+        same sort set is replayed (the session resumes). An app already open in
+        this kernel on the same log and annotator (a re-run cell) is closed.
+        Panels of other annotators (or kernels) on one log are not shown the same
+        candidate at once (:meth:`actsort_nb.store.LabelLog.claim_next`).
     annotator : str, optional
         Who labels; default the login name (the log's default).
     strategy : str, optional
@@ -199,6 +206,14 @@ class SortingApp:
         self._hist_end = 0  # history entries when browsing began: relabels append after it
         self._p: np.ndarray | None = None
         self._seq = 0
+
+        key = (str(Path(self.log.path).resolve()) if not str(self.log.path).startswith("postgresql:") else str(self.log.path),
+               self.log.annotator)
+        earlier = _OPEN.get(key)
+        if earlier is not None and earlier is not self:
+            earlier.close()  # the cell was re-run: the new panel takes over (the old one no longer follows the log)
+        _OPEN[key] = self
+        self._open_key = key
 
         self._replay()
         self._refresh_model()
@@ -401,9 +416,10 @@ class SortingApp:
                 self._show(self.live)
         self._refill_prefetch()
         t_prefetch = time.perf_counter()
-        self._refresh_views()
         if self.live is None and self._hist_pos is None:
-            self.shown = None  # nothing left to label: a stray key must not relabel the last candidate
+            self._show(i)  # nothing left to label: the last decision stays on screen, with its label,
+            self.shown = None  # but a stray key must not relabel it (z undoes it, ← browses)
+        self._refresh_views()
         t_end = time.perf_counter()
         self.timings.append({
             "log_ms": 1e3 * (t_log - t0), "show_ms": 1e3 * (t_show - t_log), "retrain_ms": 1e3 * (t_teach - t_show),
@@ -547,6 +563,8 @@ class SortingApp:
             index = act.get("index", -1)
             if kind in ("label", "skip") and index != self.shown:
                 # a request about a candidate no longer on screen (double press): ignore it
+                if self.shown is None and self.live is None:
+                    self.panel.status = "Every candidate is labelled; z undoes the last label, ← shows the earlier ones."
                 return
             if kind == "label":
                 if "label" not in act:
@@ -589,6 +607,8 @@ class SortingApp:
 
     def close(self) -> None:
         """Close the widgets and the label log."""
+        if _OPEN.get(getattr(self, "_open_key", None)) is self:
+            del _OPEN[self._open_key]
         try:
             self.log.close()
         finally:

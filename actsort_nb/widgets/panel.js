@@ -190,7 +190,8 @@ function render({ model, el }) {
   let frame = 5; // shown clip frame
   let playing = null; // interval id
   let pending = null; // {seq, t0, kind, index}: sent, not yet answered
-  let queued = null; // {kind, extra, index, t0}: asked for while a request was pending
+  const queued = []; // [{kind, extra, index, t0}]: asked for while a request was pending, in order
+  const MAX_QUEUED = 16;
   let pendingTimer = null;
   let seq = (model.get("ack") || 0) + 1;
   let view = { x0: 0, y0: 0, scale: 1 }; // map view: fov pixel at canvas (0,0), canvas px per fov px
@@ -511,9 +512,8 @@ function render({ model, el }) {
     pending = null;
     root.classList.remove("is-busy");
     clearTimeout(pendingTimer);
-    if (queued) { // a request made while the kernel was busy: send it now
-      const q = queued;
-      queued = null;
+    if (queued.length) { // requests made while the kernel was busy: send the oldest now
+      const q = queued.shift();
       dispatch(q.kind, q.extra, q.index, q.t0);
     }
   }
@@ -531,14 +531,15 @@ function render({ model, el }) {
     const index = cur ? cur.raw.index : -1;
     const t0 = performance.now();
     if (pending) {
-      // One request at a time. A second decision on the candidate the first one is about
-      // (a double press) is dropped; anything else waits for the kernel's answer.
-      const onScreen = kind === "label" || kind === "skip";
-      if (onScreen && (pending.kind === "label" || pending.kind === "skip") && pending.index === index) {
+      // One request at a time. A second decision on a candidate a waiting one is about
+      // (a double press) is dropped; anything else waits its turn, in order.
+      const decides = (r) => r.kind === "label" || r.kind === "skip";
+      const twice = decides({ kind }) && [pending, ...queued].some((r) => decides(r) && r.index === index);
+      if (twice || queued.length >= MAX_QUEUED) {
         root.classList.add("is-flash"); setTimeout(() => root.classList.remove("is-flash"), 150);
         return false;
       }
-      queued = { kind, extra, index, t0 };
+      queued.push({ kind, extra, index, t0 });
       return true;
     }
     dispatch(kind, extra, index, t0);
@@ -552,6 +553,7 @@ function render({ model, el }) {
   function goId() {
     const v = idBox.value.trim();
     if (v) send("goto", { id: v });
+    root.focus({ preventScroll: true }); // the keys label again
   }
 
   function togglePlay() {
@@ -571,9 +573,11 @@ function render({ model, el }) {
       ev.stopPropagation();
       return;
     }
-    if (ev.target instanceof HTMLSelectElement || ev.target instanceof HTMLInputElement) return;
+    const control = ev.target instanceof HTMLSelectElement || ev.target instanceof HTMLInputElement;
+    if (control) ev.stopPropagation(); // never a notebook shortcut from inside the panel (r: raw cell)
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     const k = ev.key;
+    if (control && !["a", "r", "z", "s"].includes(k)) return; // arrows and space work the control itself
     let done = true;
     if (k === "ArrowUp" || k === "a") label(1);
     else if (k === "ArrowDown" || k === "r") label(0);
@@ -673,10 +677,10 @@ function render({ model, el }) {
   }
 
   // ---------- view -> model ----------
-  function onColorSel() { model.set("color_by", colorSel.value); model.save_changes(); queueMap(); }
-  function onImageSel() { model.set("image", imageSel.value); model.save_changes(); drawCrop(); queueMap(); }
+  function onColorSel() { model.set("color_by", colorSel.value); model.save_changes(); queueMap(); root.focus({ preventScroll: true }); }
+  function onImageSel() { model.set("image", imageSel.value); model.save_changes(); drawCrop(); queueMap(); root.focus({ preventScroll: true }); }
   function onSlide() { drawCrop(); drawSnaps(); queueMap(); }
-  function onSlideDone() { model.set("contrast", contrast()); model.save_changes(); }
+  function onSlideDone() { model.set("contrast", contrast()); model.save_changes(); root.focus({ preventScroll: true }); }
   function focusRoot(ev) {
     // keep the keyboard on the panel root: a focused button would turn Space/Enter into its own click
     if (ev.target instanceof HTMLInputElement || ev.target instanceof HTMLSelectElement) return;
@@ -694,7 +698,7 @@ function render({ model, el }) {
     [mapCanvas, "mouseleave", () => { hoverEl.textContent = ""; }],
     [colorSel, "change", onColorSel], [imageSel, "change", onImageSel],
     [black, "input", onSlide], [white, "input", onSlide], [alpha, "input", onSlide],
-    [black, "change", onSlideDone], [white, "change", onSlideDone],
+    [black, "change", onSlideDone], [white, "change", onSlideDone], [alpha, "change", () => root.focus({ preventScroll: true })],
   ];
   for (const [t, e, f] of listeners) t.addEventListener(e, f, e === "wheel" ? { passive: false } : undefined);
   const traitHandlers = [
