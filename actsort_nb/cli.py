@@ -207,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, FileNotFoundError) as exc:
         print(f"actsort-nb {args.command}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        resume = ("; the pass's progress is saved beside the output: run the same command again to resume"
+                  if args.command == "preprocess" else "")
+        print(f"\nactsort-nb {args.command}: interrupted{resume}.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -179,3 +179,16 @@ def test_nwb_pixel_masks_take_the_field_of_view_from_the_movie(tmp_path, capsys)
     args = ["preprocess", str(tmp_path / "m.npy"), str(p), "-o", str(out_path), "--quiet", "--no-features"]
     assert main(args) == 0, capsys.readouterr().err
     assert f"{len(fp)} candidates, 60 frames" in capsys.readouterr().out
+
+
+def test_ctrl_c_is_one_sentence_that_says_how_to_resume(monkeypatch, tmp_path, capsys):
+    import actsort_nb.io
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(actsort_nb.io, "open_candidates", interrupted)
+    rc = main(["preprocess", str(tmp_path / "movie.h5"), str(tmp_path / "ext.mat"), "-o", str(tmp_path / "o.h5")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 130 and err.startswith("actsort-nb preprocess: interrupted") and "same command again to resume" in err
+    assert "Traceback" not in err

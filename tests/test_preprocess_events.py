@@ -56,7 +56,7 @@ def test_prominence_threshold_is_trace_std():
     prom = dict(zip(peaks.tolist(), props["prominences"]))
     kept = ev[ev >= 0]
     assert kept.size == 5
-    assert all(prom[int(f)] >= x.std() for f in kept)
+    assert all(prom[int(f)] >= x.std(ddof=1) for f in kept)
     assert np.all(np.diff(x[kept]) <= 0)  # highest first
 
 
@@ -156,6 +156,14 @@ def test_top_events_prepares_each_trace_as_actsort_does():
     x[:, n_t - EDGE_FRAMES :] = 0
     x -= np.minimum(0.0, x.min(axis=1, keepdims=True))
     want = np.full((120, 5), -1, np.int32)
-    _top_events_reference(x, np.maximum(x.std(axis=1), 1e-300), n_t * 0.01, want)
+    _top_events_reference(x, np.maximum(x.std(axis=1, ddof=1), 1e-300), n_t * 0.01, want)
     np.testing.assert_array_equal(top_events(traces), want)
     np.testing.assert_array_equal(top_events(traces.astype(np.float64)), want)
+
+
+def test_prominence_threshold_is_matlabs_sample_std():
+    # ActSort's find_spikes.m: MinPeakProminence = std(trace), which divides by N - 1
+    x = np.zeros(100)
+    x[50], x[20] = 10.0, 1.001479
+    assert x.std() < x[20] < x.std(ddof=1)  # prominent by the population s.d., not by MATLAB's
+    assert top_events(x[None])[0].tolist() == [50, -1, -1, -1, -1]

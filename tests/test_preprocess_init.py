@@ -216,3 +216,30 @@ def test_processes_scheduler_and_short_recordings_say_what_to_do(tmp_path):
         preprocess(short, progress=False, features=False)
     with pytest.raises(InputError, match="at least 3: pass features=False"):
         preprocess(short.isel(time=slice(0, 2)), progress=False)
+
+
+def test_bad_crop_scheduler_and_trace_step_are_one_sentence():
+    from actsort_nb.synthetic import simulate_recording
+
+    cands = simulate_recording(n_cells=4, shape=(48, 48), n_frames=60, seed=0)
+    for bad in (0, -4, 2.7, "20", True):
+        with pytest.raises(InputError, match="'crop' parameter"):
+            preprocess(cands, crop=bad, progress=False, features=False)
+    with pytest.raises(InputError, match="scheduler"):
+        preprocess(cands, scheduler="bogus", progress=False, features=False)
+    for bad in ("x", "0.5", -1.0, float("nan"), True):
+        with pytest.raises(InputError, match="trace_step"):
+            preprocess(cands, trace_step=bad, progress=False, features=False)
+
+
+def test_dict_attributes_survive_the_sort_set(tmp_path):
+    from actsort_nb.preprocess import open_sortset
+    from actsort_nb.synthetic import simulate_recording
+
+    cands = simulate_recording(n_cells=4, shape=(48, 48), n_frames=60, seed=0)
+    cands.attrs["meta"] = {"a": 1, "b": [1, 2], "c": {"d": np.float32(0.5)}}
+    cands["traces"].attrs["units"] = {"scale": 2}
+    preprocess(cands, out=tmp_path / "s.h5", progress=False, features=False)
+    back = open_sortset(tmp_path / "s.h5")
+    assert back.attrs["meta"] == {"a": 1, "b": [1, 2], "c": {"d": 0.5}}
+    assert back["traces"].attrs["units"] == {"scale": 2}

@@ -203,6 +203,8 @@ def preprocess(
 
     if workers is not None:
         check_int(workers, "workers", 1)
+    if crop is not None:
+        check_int(crop, "crop", 1)
     if out is not None:
         _check_out(out, candidates, movie)
     writer = SortsetWriter(out, trace_step=trace_step) if out is not None else None  # a bad path fails now

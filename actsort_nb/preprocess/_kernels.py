@@ -555,7 +555,7 @@ def _top_events_traces(traces, edge, min_distance, out):  # pragma: no cover - c
         for j in range(n):
             d = row[j] - mean
             ss += d * d
-        thr = np.sqrt(ss / n)
+        thr = np.sqrt(ss / (n - 1)) if n > 1 else 0.0  # MATLAB's std (ActSort's find_spikes.m): N - 1
         _row_events(row, thr if thr > 1e-300 else 1e-300, min_distance, out[r], flag, peaks, height, batch)
     return -1
 

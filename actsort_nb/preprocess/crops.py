@@ -144,7 +144,7 @@ def crop_origins(centers: np.ndarray, size: int, fov_shape: tuple[int, int]) -> 
     """
     h, w = fov_shape
     if size > min(h, w):
-        raise InputError(f"the crop side {size} is larger than the field of view {fov_shape}; pass a smaller crop_size.")
+        raise InputError(f"the crop side {size} is larger than the field of view {fov_shape}; pass a smaller crop (preprocess(..., crop=N)).")
     c = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
     start = np.floor(c + 0.5) - size // 2  # centre pixel at index size // 2
     hi = np.array([h - size, w - size])

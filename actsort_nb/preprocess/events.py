@@ -2,9 +2,15 @@
 
 ActSort's rule (``find_spike_indices.m``/``find_spikes.m``): zero the first and last
 ``edge`` frames (so a clip of ±5 frames never leaves the movie), shift the trace so
-it is non-negative, find peaks with prominence ≥ std(trace) that are separated by
+it is non-negative, find peaks with prominence ≥ std(trace) (MATLAB's, N − 1) that are separated by
 more than 1 % of the trace length, keep the ``n_events`` highest (highest first);
 if there is no such peak, use the arg-max. Missing events are ``-1`` (ActSort: NaN).
+
+Two departures, both at the level of single frames: the peaks are found as
+:func:`scipy.signal.find_peaks` finds them, so a flat-topped peak (a plateau, e.g. in
+integer traces) is placed at the middle of the plateau, where MATLAB's ``findpeaks``
+takes its first frame; and the last ``edge`` frames are zeroed as the reference says
+(ActSort's ``set_trace_event_interval`` zeroes one more at the end).
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ EDGE_FRAMES = 7
 def _separated(peaks: np.ndarray, heights: np.ndarray, min_distance: float, n_keep: int) -> np.ndarray:
     """Indices into ``peaks`` of the ``n_keep`` highest peaks separated by more than ``min_distance``.
 
-    MATLAB ``findpeaks`` semantics (``MinPeakDistance`` then ``SortStr='descend'``,
+    MATLAB ``findpeaks``'s selection (``MinPeakDistance`` then ``SortStr='descend'``,
     ``NPeaks``): taller peaks win, a peak within ``min_distance`` of a taller kept one is
     dropped; ties in height keep the earlier peak. Stops once ``n_keep`` are found.
     """

@@ -389,6 +389,8 @@ def _jsonable(value: Any) -> Any:
         return value
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
     return str(value)
 
 
@@ -669,8 +671,11 @@ def _write_var(
 
 def check_trace_step(trace_step: float | None) -> float:
     """The trace step to write (``None``: :data:`TRACE_STEP`), or one sentence on why it is wrong."""
-    step = float(TRACE_STEP if trace_step is None else trace_step)
-    if not np.isfinite(step) or step < 0:
+    try:
+        step = float(TRACE_STEP if trace_step is None else trace_step)
+    except (TypeError, ValueError):
+        step = float("nan")
+    if isinstance(trace_step, (bool, str)) or not np.isfinite(step) or step < 0:
         raise InputError(f"trace_step must be a finite number >= 0 (e.g. 0.125), got {trace_step!r}.")
     return step
 

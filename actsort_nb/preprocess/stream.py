@@ -46,7 +46,7 @@ import dask.array as da
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._validation import InputError
+from .._validation import InputError, check_option
 from ._kernels import _native_dtype, chunk_moments, merge_moments, requantise
 from .checkpoint import PassCheckpoint, fingerprint
 
@@ -60,6 +60,9 @@ __all__ = [
     "snapshot_index",
     "stream",
 ]
+
+#: dask's local scheduler names (a cluster is passed as ``client=``).
+SCHEDULERS = ("threads", "threading", "processes", "multiprocessing", "synchronous", "sync", "single-threaded")
 
 #: Frames on each side of an event in a snapshot clip (clips are 2·5+1 = 11 frames).
 CLIP_HALF = 5
@@ -731,6 +734,8 @@ def stream(
     """
     if client is not None and scheduler is not None:
         raise InputError("pass either client= or scheduler=, not both.")
+    if scheduler is not None:
+        check_option(scheduler, "scheduler", SCHEDULERS)
     if not isinstance(movie, da.Array):
         movie = da.from_array(movie, chunks=(default_chunk_frames(np.shape(movie), np.dtype(movie.dtype).itemsize), -1, -1))
     source = _array_source(movie) if client is None and scheduler is None else None
