@@ -36,7 +36,7 @@ import scipy.fft
 from numba import njit
 
 from ._parallel import map_blocks
-from ._trace_kernels import unit_zscore
+from ._trace_kernels import pow2_rows, unit_zscore
 
 __all__ = ["bound_dims", "count_correlated", "slow_part", "unit_rows"]
 
@@ -111,7 +111,7 @@ def bound_dims(n_t: int) -> int:
 def unit_rows(x: np.ndarray) -> np.ndarray:
     """The unit rows ``z`` (float64) of traces ``x``: median-filtered, z-scored, divided by ``sqrt(n_t)``."""
     z = np.empty(x.shape)
-    unit_zscore(np.asarray(x, np.float64), z)
+    unit_zscore(pow2_rows(x)[0], z)
     return z
 
 

@@ -20,21 +20,36 @@ results by a few float64 ulps. No ``fastmath``.
 # ruff: noqa: FURB136
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
 from ._peaks import local_maxima, peak_bases, peak_width
 from ._select import N_BINS, order_stats
 
-__all__ = ["spectrum_sums", "trace_features", "unit_zscore"]
+__all__ = ["pow2_rows", "spectrum_sums", "trace_features", "unit_zscore"]
 
 _EPS32 = float(np.finfo(np.float32).eps)
 _TINY32 = float(np.finfo(np.float32).tiny)
 _TINY64 = float(np.finfo(np.float64).tiny)
 #: Smoothing of the event counts: [.1 .4 1 .4 .1] / 2, the centre and the two symmetric taps.
 _W0, _W1, _W2 = 1.0 / 2.0, 0.4 / 2.0, 0.1 / 2.0
+
+
+def pow2_rows(xb) -> tuple[np.ndarray, np.ndarray]:
+    """A float64 copy of ``xb``, each row scaled by a power of two to a max ``|value|`` in [0.5, 1); and the exponents.
+
+    The scaling is exact, so every feature (all are scale invariant) and σ̂ (scaled back
+    with ``np.ldexp(σ̂, e)``) are those of the rows as given, bit for bit, while no
+    square overflows (traces of 1e300) or underflows (of 1e-300). All-zero rows stay.
+    """
+    x = np.array(xb, np.float64)
+    e = np.frexp(np.maximum(x.max(axis=1), -x.min(axis=1)))[1]  # max |x| = m 2**e, 0.5 <= m < 1
+    if (np.abs(e) < 1000).all():
+        x *= np.ldexp(1.0, -e)[:, None]  # a normal power of two: the faster way
+    else:
+        np.ldexp(x, -e[:, None], out=x)
+    return x, e
+
 
 
 @njit(inline="always")
@@ -187,27 +202,15 @@ def unit_zscore(x, out):  # pragma: no cover - compiled
     """Rows of ``x`` median-filtered (3 frames), z-scored (ddof 0) and divided by ``sqrt(n_t)``.
 
     As :func:`.temporal.medfilt3` then ``_zscore_unit``: unit-norm rows, 0 for flat ones.
-    Each row is first scaled by a power of two to a max ``|value|`` in [0.5, 1): exact,
-    so the result is unchanged, but no square over- or underflows (rows of 1e±200).
+    Rows must not square to overflow (or underflow): pass them through :func:`pow2_rows`.
     """
     m, n = x.shape
     row = np.empty(n)
     tm = np.empty(n)
     root = np.sqrt(np.float64(n))
     for i in range(m):
-        big = 0.0
         for j in range(n):
             row[j] = x[i, j]
-            a = abs(row[j])
-            big = a if a > big else big
-        e = math.frexp(big)[1]
-        if -1000 < e < 1000:  # a normal power of two: multiply
-            f = math.ldexp(1.0, -e)
-            for j in range(n):
-                row[j] *= f
-        else:
-            for j in range(n):
-                row[j] = math.ldexp(row[j], -e)
         _medfilt3(row, tm)
         mu, sd = _mean_std(tm, 0)
         if sd > 8 * _EPS32 * max(abs(mu), _TINY32):

@@ -52,7 +52,7 @@ from .._memory import release_free_memory
 from .._validation import InputError, check_ndim, check_numeric
 from ._parallel import map_blocks
 from ._similarity import bound_dims, count_correlated, slow_part
-from ._trace_kernels import spectrum_sums, trace_features
+from ._trace_kernels import pow2_rows, spectrum_sums, trace_features
 from .registry import FEATURE_NAMES, FEATURES
 
 __all__ = [
@@ -150,25 +150,9 @@ def noise_level(traces: np.ndarray) -> np.ndarray:
     x = traces if hasattr(traces, "shape") and hasattr(traces, "__getitem__") else np.asarray(traces)
     sigma = np.empty(x.shape[0])
     for s in range(0, x.shape[0], BLOCK):
-        xs, e = _pow2_rows(x[s : s + BLOCK])
+        xs, e = pow2_rows(x[s : s + BLOCK])
         sigma[s : s + BLOCK] = np.ldexp(_spectrum(xs)[0], e)
     return sigma
-
-
-def _pow2_rows(xb) -> tuple[np.ndarray, np.ndarray]:
-    """A float64 copy of ``xb``, each row scaled by a power of two to a max ``|value|`` in [0.5, 1); and the exponents.
-
-    The scaling is exact, so every feature (all are scale invariant) and σ̂ (scaled back
-    with ``np.ldexp(σ̂, e)``) are those of the rows as given, bit for bit, while no
-    square overflows (traces of 1e300) or underflows (of 1e-300). All-zero rows stay.
-    """
-    x = np.array(xb, np.float64)
-    e = np.frexp(np.maximum(x.max(axis=1), -x.min(axis=1)))[1]  # max |x| = m 2**e, 0.5 <= m < 1
-    if (np.abs(e) < 1000).all():
-        x *= np.ldexp(1.0, -e)[:, None]  # a normal power of two: the faster way
-    else:
-        np.ldexp(x, -e[:, None], out=x)
-    return x, e
 
 
 def _bins(n_t: int) -> tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray]:
@@ -281,7 +265,7 @@ def trace_similarity(
 
 def _temporal_block(xb: np.ndarray, similarity: bool):
     """Features (35 left 0), noise σ̂ and (for feature 35) the bounds of a block of traces."""
-    xb, e = _pow2_rows(xb)  # float64: one compiled version of the kernels, and the FFT wants it
+    xb, e = pow2_rows(xb)  # float64: one compiled version of the kernels, and the FFT wants it
     sigma, ac = _spectrum(xb)
     out = np.zeros((xb.shape[0], 36))
     unit = np.empty(xb.shape)

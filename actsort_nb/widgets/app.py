@@ -207,8 +207,10 @@ class SortingApp:
         self._p: np.ndarray | None = None
         self._seq = 0
 
-        key = (str(Path(self.log.path).resolve()) if not str(self.log.path).startswith("postgresql:") else str(self.log.path),
-               self.log.annotator)
+        from ..store._backends import is_url
+
+        where = str(self.log.path) if is_url(self.log.path) else str(Path(self.log.path).resolve())
+        key = (where, self.log.annotator)
         earlier = _OPEN.get(key)
         if earlier is not None and earlier is not self:
             earlier.close()  # the cell was re-run: the new panel takes over (the old one no longer follows the log)
@@ -362,11 +364,7 @@ class SortingApp:
         learner retrains once and the views update.
         """
         t0 = time.perf_counter()
-        if index is not None and (isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer))
-                                  or not 0 <= index < self.n):
-            raise InputError(f"index is a candidate's position, an integer from 0 to {self.n - 1}, got {index!r} "
-                             "(to go by id, use goto(candidate_id=...)); nothing was recorded.")
-        i = self.shown if index is None else int(index)
+        i = self.shown if index is None else self._position(index, "a label", "; nothing was recorded")
         if i is None:
             raise InputError("there is no candidate on screen to label; every candidate is labelled.")
         if isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
@@ -536,16 +534,18 @@ class SortingApp:
             self._show(self._history[self._hist_pos])
         self._refresh_views()
 
+    def _position(self, index: Any, what: str, outcome: str = "") -> int:
+        """``index`` as a candidate position (an int in ``0 .. n-1``), else one sentence (``what`` needs it)."""
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise InputError(f"{what} needs a candidate index (an int) or, with goto, a candidate id, "
+                             f"got index={index!r}{outcome}.")
+        if not 0 <= index < self.n:
+            raise InputError(f"candidate index {index} is out of range; the sort set has {self.n} candidates{outcome}.")
+        return int(index)
+
     def goto(self, index: int | None = None, candidate_id: str | int | None = None) -> None:
         """Show any candidate, by index (map click) or by its id (the id box)."""
-        if candidate_id is not None:
-            i = self.source.index_of(candidate_id)
-        elif isinstance(index, (int, np.integer)) and not isinstance(index, bool):
-            i = int(index)
-        else:
-            raise InputError(f"go to needs a candidate index (an int) or a candidate id, got index={index!r}.")
-        if not 0 <= i < self.n:
-            raise InputError(f"candidate index {i} is out of range; the sort set has {self.n} candidates.")
+        i = self.source.index_of(candidate_id) if candidate_id is not None else self._position(index, "go to")
         self._hist_pos = None
         self._show(i)
         self._refresh_views()
