@@ -410,3 +410,19 @@ def test_labels_refuse_an_annotator_nobody_wrote_as_and_bad_ties(tmp_path):
     assert LabelLog(tmp_path / "l.sqlite", annotator="ben").labels(3, annotator="ben").tolist() == [-1, -1, -1]
     assert log.labels(3, annotator="ana").tolist() == [1, -1, -1]
     log.close()
+
+
+def test_settings_are_per_annotator_merged_and_kept(location):
+    ana = LabelLog(location, annotator="ana")
+    ana.save_settings(threshold=0.7)
+    ana.save_settings(strategy="dcal", threshold=0.6)
+    ben = LabelLog(location, annotator="ben")
+    assert ana.settings() == {"threshold": 0.6, "strategy": "dcal"} and ben.settings() == {}
+    with pytest.raises(InputError, match="JSON"):
+        ana.save_settings(threshold=float("nan"))
+    ana.close()
+    ben.close()
+    again = LabelLog(location, annotator="ana")
+    assert again.settings() == {"threshold": 0.6, "strategy": "dcal"}
+    assert again.labels(2).tolist() == [-1, -1]  # the settings are not decisions
+    again.close()

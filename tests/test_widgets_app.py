@@ -542,3 +542,33 @@ def test_rerunning_the_cell_closes_the_earlier_app_on_that_log(sortset, tmp_path
         other.close()
     finally:
         second.close()
+
+
+def test_resuming_restores_this_annotators_threshold_and_strategy(sortset, tmp_path):
+    path = tmp_path / "settings.sqlite"
+    app = SortingApp(sortset, log=path, annotator="ana", seed=0)
+    app.plots.threshold.value = 0.7
+    app.plots.strategy.value = "dcal"
+    app.label(1)
+    app.close()
+    again = SortingApp(sortset, log=path, annotator="ana", seed=0)
+    try:
+        assert again.learner.threshold == pytest.approx(0.7) and again.learner.strategy == "dcal"
+        assert again.plots.threshold.value == pytest.approx(0.7) and again.plots.strategy.value == "dcal"
+    finally:
+        again.close()
+    explicit = SortingApp(sortset, log=path, annotator="ana", seed=0, threshold=0.4)  # an argument wins
+    ben = other_kernel(sortset, log=path, annotator="ben", seed=0)  # another annotator keeps the defaults
+    try:
+        assert explicit.learner.threshold == pytest.approx(0.4) and explicit.learner.strategy == "dcal"
+        assert ben.learner.threshold == pytest.approx(0.5) and ben.learner.strategy == "explore"
+    finally:
+        explicit.close()
+        ben.close()
+    from actsort_nb.store import LabelLog
+
+    log = LabelLog(path, annotator="ana")
+    log.save_settings(strategy="gone-in-this-version")
+    log.close()
+    with pytest.warns(UserWarning, match="saved strategy"):
+        SortingApp(sortset, log=path, annotator="ana", seed=0).close()

@@ -7,7 +7,8 @@ they connect, how a write transaction is opened and how a new row id comes back.
 Tables
 ------
 ``actsort_meta(key, value)``
-    ``format`` (always ``actsort_nb.labellog``), ``schema`` and ``dataset``.
+    ``format`` (always ``actsort_nb.labellog``), ``schema`` and ``dataset``; and
+    ``settings:<annotator>``, that annotator's panel settings (JSON).
 ``actsort_events(id, kind, candidate, candidate_id, label, annotator, time,
 strategy, p_cell, session, retracts)``
     The append-only log. ``kind`` is ``'label'`` or ``'retract'``; a retraction
@@ -232,6 +233,19 @@ class _SQLBackend:
 
     def _end_read(self) -> None:
         """End the implicit read transaction (PostgreSQL); nothing for SQLite."""
+
+    def meta(self, key: str) -> str | None:
+        """The value of ``key`` in ``actsort_meta``, None if absent."""
+        with self._read() as cur:
+            row = self._exec(cur, "SELECT value FROM actsort_meta WHERE key = ?", (key,)).fetchone()
+        self._end_read()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set ``key`` in ``actsort_meta`` (not the format keys: those are the caller's to keep)."""
+        with self._write() as cur:
+            self._exec(cur, "INSERT INTO actsort_meta (key, value) VALUES (?, ?) "
+                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
     # -- claims ------------------------------------------------------------------
     def claim(self, candidates: Sequence[int], session: str, annotator: str, now: float,

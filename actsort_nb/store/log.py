@@ -15,6 +15,7 @@ annotators from being shown the same candidate at the same moment.
 from __future__ import annotations
 
 import getpass
+import json
 import math
 import numbers
 import os
@@ -431,6 +432,37 @@ class LabelLog:
         """Unexpired claims: ``{candidate: annotator}`` over every session."""
         self._check_open()
         return {int(c): a for c, _, a, _ in self._backend.claims(_time.time())}
+
+    # -- settings ------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """This annotator's saved panel settings (e.g. ``threshold``, ``strategy``); ``{}`` if none.
+
+        Examples
+        --------
+        >>> import tempfile, os
+        >>> log = LabelLog(os.path.join(tempfile.mkdtemp(), "l.sqlite"), annotator="ana")
+        >>> log.save_settings(threshold=0.7); log.save_settings(strategy="dcal")
+        >>> log.settings()
+        {'threshold': 0.7, 'strategy': 'dcal'}
+        >>> log.close()
+        """
+        self._check_open()
+        raw = self._backend.meta(f"settings:{self.annotator}")
+        try:
+            value = json.loads(raw) if raw else {}
+        except ValueError:  # written by something else: no settings rather than no log
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def save_settings(self, **values: Any) -> None:
+        """Merge ``values`` (JSON numbers, strings, booleans) into this annotator's saved settings; committed at once."""
+        self._check_open()
+        merged = {**self.settings(), **values}
+        try:
+            text = json.dumps(merged, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"settings must be JSON numbers, strings or booleans ({exc}).") from exc
+        self._backend.set_meta(f"settings:{self.annotator}", text)
 
     # -- reading -------------------------------------------------------------------
     def events(self) -> list[Event]:

@@ -109,7 +109,8 @@ class SortingApp:
     seed : int
         Random seed of the learner.
     threshold : float, optional
-        Decision threshold on P(cell); default the learner's.
+        Decision threshold on P(cell); default the one this annotator last set in
+        the panel on this log (the strategy and DCAL weight too), else the learner's.
     pretrained : (features, labels), optional
         A previous recording's labelled set to start from (the learner's
         ``pretrained``): e.g. ``(old["features"], old_log.labels(old.sizes["candidate"]))``
@@ -186,6 +187,7 @@ class SortingApp:
             if not str(path).startswith("postgresql:"):
                 path.parent.mkdir(parents=True, exist_ok=True)
             self.log = LabelLog(path, annotator=annotator, dataset=dataset_key(sortset))
+        self._restore_settings(strategy is None, threshold is None)
         self.errors: list[str] = []
         #: Per decision, milliseconds spent logging, answering the page, retraining,
         #: prefetching and updating the views (the page is answered after ``log + show``).
@@ -591,18 +593,32 @@ class SortingApp:
         finally:
             self.panel.ack = max(self.panel.ack, seq)
 
+    def _restore_settings(self, strategy: bool, threshold: bool) -> None:
+        """Take this annotator's saved strategy, threshold and DCAL weight (those not passed explicitly)."""
+        saved = self.log.settings()
+        wanted = {"strategy": strategy, "threshold": threshold, "dcal_weight": True}
+        for name, value in saved.items():
+            if wanted.get(name):
+                try:
+                    setattr(self.learner, name, value)  # no labels yet: nothing is refitted
+                except InputError as exc:  # e.g. a strategy this version does not have
+                    warnings.warn(f"the label log's saved {name} {value!r} was not used: {exc}", stacklevel=3)
+
     def _on_threshold(self, change: dict) -> None:
         self.learner.threshold = float(change["new"])
+        self.log.save_settings(threshold=float(self.learner.threshold))
         self._refresh_views()
 
     def _on_strategy(self, change: dict) -> None:
         self.learner.strategy = str(change["new"])  # refits if the classifier changes
+        self.log.save_settings(strategy=str(self.learner.strategy))
         self._refresh_model()
         self._refill_prefetch()
         self._refresh_views()
 
     def _on_dcal_weight(self, change: dict) -> None:
         self.learner.dcal_weight = float(change["new"])
+        self.log.save_settings(dcal_weight=float(self.learner.dcal_weight))
         self._refill_prefetch()
 
     def close(self) -> None:
