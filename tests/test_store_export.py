@@ -41,17 +41,20 @@ def _leftovers(folder: Path) -> list[str]:
 
 @pytest.fixture
 def log_path(tmp_path):
-    """A label log with two annotators, a retraction and a relabel, over N candidates."""
+    """A label log with two annotators, a retraction and a relabel, over N candidates.
+
+    The ids are the source's own (here the ROI index), as the panel records them.
+    """
     path = tmp_path / "labels.sqlite"
     with LabelLog(path, annotator="ana", dataset="fixture") as ana, \
             LabelLog(path, annotator="ben", dataset="fixture") as ben:
-        ana.record(0, 1, candidate_id="roi-0", strategy="dcal", p_cell=0.7)
-        ana.record(1, 0, candidate_id="roi-1", strategy="dcal", p_cell=0.4)
-        ana.record(2, 1, candidate_id="roi-2", strategy="random")
+        ana.record(0, 1, candidate_id="0", strategy="dcal", p_cell=0.7)
+        ana.record(1, 0, candidate_id="1", strategy="dcal", p_cell=0.4)
+        ana.record(2, 1, candidate_id="2", strategy="random")
         ana.retract()                                      # 2 back to unlabelled
-        ben.record(3, 0, candidate_id="roi-3", strategy="cal", p_cell=0.55)
-        ben.record(1, 1, candidate_id="roi-1", strategy="cal")  # ben overrules ana on 1
-        ana.record(5, 1, candidate_id="roi-5")
+        ben.record(3, 0, candidate_id="3", strategy="cal", p_cell=0.55)
+        ben.record(1, 1, candidate_id="1", strategy="cal")  # ben overrules ana on 1
+        ana.record(5, 1, candidate_id="5")
     return path
 
 
@@ -76,7 +79,7 @@ def test_label_table_humans_win_and_carry_provenance(log_path, p_cell):
     np.testing.assert_array_equal(t["label"], _expected_final(p_cell))
     assert t.loc[0, "p_cell"] == p_cell[0]   # exported P(cell) is the model's now, not the log's
     assert t["source"].tolist()[:6] == ["human", "human", "model", "human", "model", "human"]
-    assert t.loc[1, ["annotator", "strategy", "candidate_id"]].tolist() == ["ben", "cal", "roi-1"]
+    assert t.loc[1, ["annotator", "strategy", "candidate_id"]].tolist() == ["ben", "cal", "1"]
     assert t.loc[2, ["annotator", "strategy"]].tolist() == ["", ""]          # retracted: no provenance
     assert datetime.fromisoformat(t.loc[5, "time"]).tzinfo is not None
     only_ana = label_table(log_path, n=N, annotator="ana")
@@ -209,7 +212,7 @@ def test_suite2p_without_iscell_uses_F_for_the_count(log_path, suite2p_plane):
 def test_suite2p_refuses_mismatch_and_pickles_without_touching_anything(log_path, suite2p_plane, tmp_path):
     np.save(suite2p_plane / "iscell.npy", np.zeros((4, 2)))
     digest = _digest(suite2p_plane / "iscell.npy")
-    with pytest.raises(InputError, match="decision on candidate 5, but n=4"):
+    with pytest.raises(InputError, match=r"has no ROI with the id\(s\) \['5'\]"):
         export_suite2p(log_path, suite2p_plane)
     with pytest.raises(InputError, match="hold 3 candidates but n=4"):
         export_suite2p([1, 0, 1], suite2p_plane)
@@ -412,3 +415,45 @@ def test_non_numeric_p_cell_and_a_missing_file_are_one_sentence(tmp_path):
     log.close()
     with pytest.raises(InputError, match="does not exist"):
         read_labels(tmp_path / "missing.csv")
+
+
+def test_labels_are_placed_by_candidate_id_and_foreign_ids_refused(nwb_file, suite2p_plane, tmp_path):
+    path = tmp_path / "reversed.sqlite"
+    with LabelLog(path, annotator="ana") as log:
+        for k, lab in ((0, 1), (2, 0), (5, 1)):
+            log.record(k, lab, candidate_id=str(N - 1 - k))  # a sort set in the reverse of the file's order
+    table = read_labels(export_nwb(path, nwb_file, out=tmp_path / "placed.nwb").path)
+    placed = table["label"].to_numpy()
+    assert placed[N - 1] == 1 and placed[N - 3] == 0 and placed[N - 6] == 1
+    assert (np.delete(placed, [N - 1, N - 3, N - 6]) == -1).all()
+    foreign = tmp_path / "foreign.sqlite"
+    with LabelLog(foreign, annotator="ana") as log:
+        log.record(0, 1, candidate_id="1000")
+    digest = _digest(suite2p_plane / "iscell.npy")
+    with pytest.raises(InputError, match=r"has no ROI with the id\(s\) \['1000'\]"):
+        export_suite2p(foreign, suite2p_plane)
+    assert _digest(suite2p_plane / "iscell.npy") == digest
+
+
+def test_a_second_suite2p_export_takes_undecided_rows_from_suite2p_not_from_the_first(suite2p_plane, tmp_path):
+    suite2p = np.load(suite2p_plane / "iscell.npy")
+    path = tmp_path / "undo.sqlite"
+    with LabelLog(path, annotator="ana") as log:
+        log.record(4, 1 - int(suite2p[4, 0]), candidate_id="4")  # a slip...
+        export_suite2p(log, suite2p_plane)
+        assert np.load(suite2p_plane / "iscell.npy")[4, 0] == 1 - suite2p[4, 0]
+        log.retract()                                              # ...undone
+        log.record(7, 1, candidate_id="7")
+        export_suite2p(log, suite2p_plane)
+    again = np.load(suite2p_plane / "iscell.npy")
+    np.testing.assert_array_equal(again[4], suite2p[4])
+    assert again[7, 0] == 1
+    np.testing.assert_array_equal(np.delete(again, 7, axis=0), np.delete(suite2p, 7, axis=0))
+    # Suite2p re-run (a new iscell.npy): that file is the new original
+    fresh = suite2p.copy()
+    fresh[:, 0] = 1 - fresh[:, 0]
+    np.save(suite2p_plane / "iscell.npy", fresh)
+    with LabelLog(path, annotator="ana") as log:
+        export_suite2p(log, suite2p_plane)
+    third = np.load(suite2p_plane / "iscell.npy")
+    np.testing.assert_array_equal(np.delete(third, 7, axis=0), np.delete(fresh, 7, axis=0))

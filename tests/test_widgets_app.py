@@ -572,3 +572,26 @@ def test_resuming_restores_this_annotators_threshold_and_strategy(sortset, tmp_p
     log.close()
     with pytest.warns(UserWarning, match="saved strategy"):
         SortingApp(sortset, log=path, annotator="ana", seed=0).close()
+
+
+def test_a_subsets_labels_land_on_their_own_rois(sortset, tmp_path):
+    # a sort set of some of a plane's ROIs (ids = the ROI indices): each label goes to its ROI's row
+    plane = tmp_path / "plane0"
+    plane.mkdir()
+    n = sortset.sizes["candidate"]
+    original = np.column_stack([np.ones(n), np.full(n, 0.9)])
+    np.save(plane / "iscell.npy", original)
+    picked = np.arange(3, n, 2)
+    sub = sortset.isel(candidate=picked)
+    app = SortingApp(sub, log=tmp_path / "sub.sqlite", annotator="ana", seed=0)
+    try:
+        for _ in range(4):
+            app.label(0)
+        labelled = picked[app.labels == 0]
+        app.export("suite2p", plane)
+        iscell = np.load(plane / "iscell.npy")
+        np.testing.assert_array_equal(np.flatnonzero(iscell[:, 0] == 0), np.sort(labelled))
+        untouched = np.setdiff1d(np.arange(n), picked)
+        np.testing.assert_array_equal(iscell[untouched], original[untouched])  # not in the subset: as they were
+    finally:
+        app.close()

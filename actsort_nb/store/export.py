@@ -27,6 +27,7 @@ them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -89,8 +90,8 @@ def label_table(labels: Any, n: int | None = None, *, p_cell: Any = None, annota
         A label log (object, file or URL), an ``(n,)`` array of human labels
         (1/0/−1), or a table made by this function (checked and returned).
     n : int, optional
-        Number of candidates (default: from ``p_cell``, else the highest labelled
-        index + 1).
+        Number of candidates (default: from ``p_cell``, else from ``candidate_ids``,
+        else the highest labelled index + 1).
     p_cell : array-like, optional
         ``(n,)`` model P(cell); decides the candidates no human labelled.
     annotator : str, optional
@@ -134,7 +135,7 @@ def label_table(labels: Any, n: int | None = None, *, p_cell: Any = None, annota
                 raise InputError(f"p_cell has {len(p_cell)} values but {log.path} holds a decision on candidate "
                                  f"{last}; pass one P(cell) per candidate of the dataset.")
             if n is None:
-                n = len(p_cell) if p_cell is not None else last + 1
+                n = len(p_cell) if p_cell is not None else len(candidate_ids) if candidate_ids is not None else last + 1
             human = log.labels(n, annotator=annotator, ties=ties)
         finally:
             if opened:
@@ -384,6 +385,46 @@ def export_hdf5(labels: Any, target: str | os.PathLike, **kw: Any) -> Written:
     return Written(target, backup)
 
 
+# -- placing labels in the target's rows -------------------------------------------------------
+
+def _target_table(labels: Any, n_target: int, target_ids: Any, source: Path, what: str, **kw: Any) -> pd.DataFrame:
+    """The label table in the target's row order: each decided candidate placed by its id.
+
+    The ids come from the log (the panel records them) or ``candidate_ids=``, and are
+    the source's own (Suite2p and CaImAn: the ROI index; NWB: the ROI table's ids), so
+    a sort set of a subset, or in another order, lands on the right rows; target rows
+    nobody decided are undecided. Without ids, candidate ``k`` is row ``k``.
+    """
+    table = label_table(labels, None, **kw)
+    ids = table["candidate_id"].astype(str).to_numpy()
+    needed = (table["label"].to_numpy() >= 0) | np.isfinite(table["p_cell"].to_numpy(dtype=np.float64))
+    if not needed.any() or (ids[needed] == "").any():
+        return label_table(labels, n_target, **kw)
+    position = {str(v): k for k, v in enumerate(np.asarray(target_ids).tolist())}
+    rows = np.array([position.get(v, -1) for v in ids], dtype=np.int64)
+    lost = needed & (rows < 0)
+    if lost.any():
+        raise InputError(
+            f"{source} has no {what} with the id(s) {ids[lost][:5].tolist()} of these labels (its ids: "
+            f"{_id_range(target_ids)}); export to the file the candidates came from, or pass candidate_ids= "
+            "with its ids."
+        )
+    out = label_table(np.full(n_target, -1, np.int8), candidate_ids=[str(v) for v in np.asarray(target_ids).tolist()])
+    keep = rows >= 0
+    for column in TABLE_COLUMNS:
+        if column == "candidate_id":
+            continue
+        values = out[column].to_numpy().copy()
+        values[rows[keep]] = table[column].to_numpy()[keep]
+        out[column] = values
+    return out
+
+
+def _id_range(ids: Any) -> str:
+    ids = np.asarray(ids).tolist()
+    return f"{ids[0]} .. {ids[-1]}" if len(ids) > 3 else str(ids)
+
+
 # -- Suite2p -------------------------------------------------------------------------------
 
 def _suite2p_paths(target: str | os.PathLike) -> tuple[Path, Path]:
@@ -411,9 +452,12 @@ def export_suite2p(labels: Any, target: str | os.PathLike, *, n: int | None = No
 
     An existing ``iscell.npy`` is first copied to
     ``iscell.actsort-backup-<UTC time>.npy``; then the new file replaces it
-    atomically. Candidates nobody decided keep their original row (or get 0 and
+    atomically. Candidates nobody decided keep Suite2p's row (or get 0 and
     probability 0 where there was none); column 1 is the model's P(cell) where
-    known, else the original probability, else the decision.
+    known, else Suite2p's probability, else the decision. ``iscell.actsort.json``
+    records what was written and which backup holds Suite2p's own file, so a
+    later export takes the undecided rows from Suite2p's file, not from the
+    earlier export (a label undone since does not stay).
 
     Parameters
     ----------
@@ -445,23 +489,59 @@ def export_suite2p(labels: Any, target: str | os.PathLike, *, n: int | None = No
         n_target = _load_npy(folder / "F.npy", "F.npy").shape[0]
     if n is not None and n_target is not None and int(n) != n_target:
         raise InputError(f"{folder} holds {n_target} ROIs but n={n}; export the labels of this plane.")
-    table = label_table(labels, n if n is not None else n_target, **kw)
+    if n_target is not None:
+        table = _target_table(labels, n_target, np.arange(n_target), folder, "ROI", **kw)
+    else:
+        table = label_table(labels, n, **kw)
     if n_target is not None and len(table) != n_target:
         raise InputError(f"{folder} holds {n_target} ROIs but the labels cover {len(table)}; "
                          "export the labels of this plane (or pass n).")
     label = table["label"].to_numpy()
     prob = table["p_cell"].to_numpy(dtype=np.float64)
     decided = label >= 0
+    # the undecided rows come from Suite2p's own classification: if iscell.npy is still what an
+    # earlier export wrote, from the backup of Suite2p's file that export made (not from its output,
+    # which would keep a label undone since)
+    record = _suite2p_record(path)
+    ours = original is not None and record.get("written") == _sha256(path)
+    base = original
+    if ours:
+        kept = record.get("suite2p")
+        base = _load_npy(folder / kept, "the backup of Suite2p's iscell.npy") if kept else None
+        if base is not None and base.shape != original.shape:
+            base = original
     out = np.zeros((len(table), 2), dtype=np.float64)
-    if original is not None:
-        out[:] = np.asarray(original, dtype=np.float64)
+    if base is not None:
+        out[:] = np.asarray(base, dtype=np.float64)
     out[decided, 0] = label[decided]
-    out[:, 1] = np.where(np.isfinite(prob), prob,
-                         out[:, 1] if original is not None else out[:, 0])
+    out[:, 1] = np.where(np.isfinite(prob), prob, out[:, 1] if base is not None else out[:, 0])
     with _replacing(path) as (tmp, backup):
         with open(tmp, "wb") as fh:
             np.save(fh, out, allow_pickle=False)
+    suite2p = record.get("suite2p") if ours else (backup.name if backup is not None else None)
+    with _atomic(_suite2p_record_path(path)) as tmp:
+        tmp.write_text(json.dumps({"written": _sha256(path), "suite2p": suite2p}))
     return Written(path, backup)
+
+
+def _suite2p_record_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.actsort.json")
+
+
+def _suite2p_record(path: Path) -> dict:
+    """What the last export to ``path`` wrote (its digest) and which backup holds Suite2p's own file; {} if none."""
+    try:
+        record = json.loads(_suite2p_record_path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 # -- CaImAn ----------------------------------------------------------------------------------
@@ -549,7 +629,7 @@ def export_caiman(labels: Any, target: str | os.PathLike, *, out: str | os.PathL
         bad0 = _check_indices(_caiman_indices(h, "idx_components_bad"), n_target, "idx_components_bad", source)
     if n is not None and int(n) != n_target:
         raise InputError(f"{source} holds {n_target} components but n={n}; export the labels of this file.")
-    table = label_table(labels, n_target, **kw)
+    table = _target_table(labels, n_target, np.arange(n_target), source, "component", **kw)
     label = table["label"].to_numpy().copy()
     prior = np.full(n_target, -1, dtype=np.int8)
     if good0 is not None:
@@ -643,7 +723,7 @@ def export_nwb(labels: Any, target: str | os.PathLike, *, out: str | os.PathLike
             if clash:
                 raise InputError(f"{source} already has the column(s) {clash} on {plane.name!r}; export from "
                                  "the original NWB file, not from an earlier export.")
-            table = label_table(labels, n_target, **kw)
+            table = _target_table(labels, n_target, plane.id[:], source, "ROI", **kw)
             data = {
                 "actsort_label": table["label"].to_numpy(dtype=np.int8),
                 "actsort_p_cell": table["p_cell"].to_numpy(dtype=np.float64),

@@ -434,7 +434,9 @@ class SortingApp:
 
         This annotator's labels (not another annotator's on a shared log), the model's
         P(cell) at the panel's threshold for the others (none before the first model:
-        they are exported unlabelled), and the candidates' ids.
+        they are exported unlabelled), and the candidates' ids, by which Suite2p,
+        CaImAn and NWB targets get each label on its own ROI (a sort set of a subset
+        of the ROIs, or in another order, included).
 
         Parameters
         ----------
@@ -452,8 +454,7 @@ class SortingApp:
         from ..store import export
 
         mine = self.log.annotator in self.log.annotators()
-        options = {"n": self.n, "p_cell": self._p, "threshold": self._threshold(),
-                   "candidate_ids": list(self.source.id_strings)}
+        options = {"p_cell": self._p, "threshold": self._threshold(), "candidate_ids": list(self.source.id_strings)}
         if mine:
             options["annotator"] = self.log.annotator
         options.update(kw)
