@@ -91,6 +91,10 @@ def _add_preprocess(sub) -> None:
     p.add_argument("--movie-dataset", default=None, metavar="NAME", help="HDF5 movie: the dataset holding the movie")
     p.add_argument("--matlab-order", action="store_true", default=None,
                    help="HDF5 movie written by MATLAB as [H W T] (default: guessed from the file)")
+    p.add_argument("--trace-order", choices=["TN", "NT"], default=None,
+                   help="EXTRACT .mat: traces saved as [T N] (EXTRACT's) or [N T]")
+    p.add_argument("--footprint-order", choices=["HWN", "NHW"], default=None,
+                   help="EXTRACT .mat: footprints saved as [H W N] (EXTRACT's) or [N H W]")
 
     def run(args) -> int:
         import contextlib
@@ -103,7 +107,8 @@ def _add_preprocess(sub) -> None:
         if args.scheduler is not None and ("://" not in args.scheduler or not args.scheduler.rsplit(":", 1)[-1].isdigit()):
             raise InputError(f"--scheduler must be a dask.distributed scheduler address such as tcp://host:8786, "
                              f"got {args.scheduler!r}.")
-        movie_opts = {k: v for k, v in (("movie_dataset", args.movie_dataset), ("matlab_order", args.matlab_order))
+        movie_opts = {k: v for k, v in (("movie_dataset", args.movie_dataset), ("matlab_order", args.matlab_order),
+                                        ("trace_order", args.trace_order), ("footprint_order", args.footprint_order))
                       if v is not None}
         candidates = open_candidates(args.extraction, movie=args.movie, trust=args.trust, **movie_opts)
         with contextlib.ExitStack() as stack:
@@ -148,8 +153,8 @@ def _add_demo(sub) -> None:
     p.add_argument("--dir", default="actsort-demo", help="working folder (default ./actsort-demo)")
     p.add_argument("--port", type=int, default=None, help="JupyterLab port")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
-    p.add_argument("--labels", type=int, default=60, help="labels the simulated annotator gives (--headless)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--labels", type=int, default=60, help="labels the simulated annotator gives (--headless; default 60)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulation, learner and annotator (default 0)")
 
     def run(args) -> int:
         from . import demo

@@ -192,3 +192,20 @@ def test_ctrl_c_is_one_sentence_that_says_how_to_resume(monkeypatch, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert rc == 130 and err.startswith("actsort-nb preprocess: interrupted") and "same command again to resume" in err
     assert "Traceback" not in err
+
+
+def test_preprocess_trace_order_option_fixes_transposed_extract_traces(tmp_path, capsys):
+    import scipy.io
+
+    from actsort_nb.synthetic import simulate_recording
+
+    ds = simulate_recording(n_cells=4, shape=(32, 32), n_frames=60, seed=1)
+    np.save(tmp_path / "m.npy", ds.movie.values)
+    fp = ds.footprints.transpose("y", "x", "candidate").data
+    scipy.io.savemat(tmp_path / "e.mat", {"spatial_weights": fp.todense() if hasattr(fp, "todense") else np.asarray(fp),
+                                          "temporal_weights": ds.traces.values})  # [N T], not EXTRACT's [T N]
+    args = ["preprocess", str(tmp_path / "m.npy"), str(tmp_path / "e.mat"), "-o", str(tmp_path / "o.h5"), "--quiet",
+            "--no-features"]
+    assert main(args) == 2
+    assert "--trace-order NT" in capsys.readouterr().err
+    assert main(args + ["--trace-order", "NT"]) == 0, capsys.readouterr().err

@@ -457,3 +457,15 @@ def test_a_second_suite2p_export_takes_undecided_rows_from_suite2p_not_from_the_
         export_suite2p(log, suite2p_plane)
     third = np.load(suite2p_plane / "iscell.npy")
     np.testing.assert_array_equal(np.delete(third, 7, axis=0), np.delete(fresh, 7, axis=0))
+
+
+def test_an_export_of_the_log_alone_covers_every_candidate_the_panel_recorded(tmp_path):
+    path = tmp_path / "n.sqlite"
+    with LabelLog(path, annotator="ana") as log:
+        log.n_candidates = 20
+        log.record(3, 1, candidate_id="3")
+        with pytest.raises(InputError, match="written for 20 candidates"):
+            log.n_candidates = 21
+    assert main(["export", str(path), "--format", "csv", "--target", str(tmp_path / "all.csv")]) == 0
+    table = read_labels(tmp_path / "all.csv")
+    assert len(table) == 20 and table["label"].tolist() == [-1, -1, -1, 1] + [-1] * 16

@@ -394,7 +394,7 @@ def _read_fields(fields, path, version, movie, frame_rate, footprint_order, trac
                 raise InputError(
                     f"{where(path, fp_field)}footprints of MATLAB shape {list(fshape)} do not end in the {n_from_traces} "
                     f"candidates of the traces but start with them, so they look saved as [{' '.join(alt)}]; "
-                    f"pass footprint_order={alt!r}."
+                    f"pass footprint_order={alt!r} (actsort-nb preprocess: --footprint-order {alt})."
                 )
         check_fov((h, w), "footprint size", path=path, field=fp_field)
         check_size(fshape, fp_node.dtype, "footprints", path=path, field=fp_field, limit=MAX_FOOTPRINT_BYTES)
@@ -415,7 +415,8 @@ def _read_fields(fields, path, version, movie, frame_rate, footprint_order, trac
             alt = "NT" if trace_order == "TN" else "TN"
             raise InputError(
                 f"{where(path, tr_node.field)}traces of MATLAB shape {list(tshape)} have the {n} candidates of the "
-                f"footprints in the wrong axis, so they look transposed ([{' '.join(alt)}]); pass trace_order={alt!r}."
+                f"footprints in the wrong axis, so they look transposed ([{' '.join(alt)}]); pass trace_order={alt!r} "
+                f"(actsort-nb preprocess: --trace-order {alt})."
             )
         raise InputError(
             f"{where(path, tr_node.field)}traces of MATLAB shape {list(tshape)} do not match the {n} footprints; "

@@ -91,7 +91,7 @@ def label_table(labels: Any, n: int | None = None, *, p_cell: Any = None, annota
         (1/0/−1), or a table made by this function (checked and returned).
     n : int, optional
         Number of candidates (default: from ``p_cell``, else from ``candidate_ids``,
-        else the highest labelled index + 1).
+        else the count the panel recorded in the log, else the highest labelled index + 1).
     p_cell : array-like, optional
         ``(n,)`` model P(cell); decides the candidates no human labelled.
     annotator : str, optional
@@ -135,7 +135,8 @@ def label_table(labels: Any, n: int | None = None, *, p_cell: Any = None, annota
                 raise InputError(f"p_cell has {len(p_cell)} values but {log.path} holds a decision on candidate "
                                  f"{last}; pass one P(cell) per candidate of the dataset.")
             if n is None:
-                n = len(p_cell) if p_cell is not None else len(candidate_ids) if candidate_ids is not None else last + 1
+                n = (len(p_cell) if p_cell is not None else len(candidate_ids) if candidate_ids is not None
+                     else log.n_candidates if log.n_candidates is not None else last + 1)
             human = log.labels(n, annotator=annotator, ties=ties)
         finally:
             if opened:

@@ -27,7 +27,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .._validation import InputError, check_option
+from .._validation import InputError, check_int, check_option
 from ._backends import EVENT_COLUMNS, open_backend
 
 __all__ = ["Decision", "Event", "LabelLog", "CONSENSUS"]
@@ -434,6 +434,31 @@ class LabelLog:
         return {int(c): a for c, _, a, _ in self._backend.claims(_time.time())}
 
     # -- settings ------------------------------------------------------------------
+    @property
+    def n_candidates(self) -> int | None:
+        """How many candidates the log's dataset has, as the panel recorded it (None if unknown).
+
+        Exports of the log alone (e.g. ``actsort-nb export LOG --format csv``) cover
+        them all, not only up to the last labelled one.
+        """
+        self._check_open()
+        raw = self._backend.meta("n_candidates")
+        try:
+            return None if raw is None else int(raw)
+        except ValueError:
+            return None
+
+    @n_candidates.setter
+    def n_candidates(self, n: int) -> None:
+        self._check_open()
+        n = check_int(n, "n_candidates", 0)
+        known = self.n_candidates
+        if known is not None and known != n:
+            raise InputError(f"the label log {self.path} was written for {known} candidates, not {n}; "
+                             "pass the log of this sort set (or a new one).")
+        if known is None:
+            self._backend.set_meta("n_candidates", str(n))
+
     def settings(self) -> dict[str, Any]:
         """This annotator's saved panel settings (e.g. ``threshold``, ``strategy``); ``{}`` if none.
 

@@ -187,6 +187,7 @@ class SortingApp:
             if not str(path).startswith("postgresql:"):
                 path.parent.mkdir(parents=True, exist_ok=True)
             self.log = LabelLog(path, annotator=annotator, dataset=dataset_key(sortset))
+        self.log.n_candidates = self.n  # so that an export of the log alone covers every candidate
         self._restore_settings(strategy is None, threshold is None)
         self.errors: list[str] = []
         #: Per decision, milliseconds spent logging, answering the page, retraining,
