@@ -469,3 +469,30 @@ def test_an_export_of_the_log_alone_covers_every_candidate_the_panel_recorded(tm
     assert main(["export", str(path), "--format", "csv", "--target", str(tmp_path / "all.csv")]) == 0
     table = read_labels(tmp_path / "all.csv")
     assert len(table) == 20 and table["label"].tolist() == [-1, -1, -1, 1] + [-1] * 16
+
+
+def test_a_results_file_given_as_csv_or_hdf5_target_is_not_replaced(log_path, caiman_file, nwb_file, tmp_path):
+    for fmt, target in (("hdf5", caiman_file), ("csv", nwb_file)):
+        digest = _digest(target)
+        with pytest.raises(InputError, match="is not a labels file written by actsort_nb"):
+            export(log_path, fmt, target)
+        assert _digest(target) == digest
+    again = tmp_path / "labels.h5"
+    export(log_path, "hdf5", again)
+    export(log_path, "hdf5", again)  # an earlier export is replaced (with a backup)
+    with pytest.raises(InputError, match="not an NWB file"):
+        export_nwb(log_path, caiman_file, out=tmp_path / "x.nwb")
+
+
+def test_write_protected_targets_are_one_sentence_and_modes_are_kept(log_path, suite2p_plane, tmp_path):
+    import os
+    import stat
+
+    iscell = suite2p_plane / "iscell.npy"
+    os.chmod(iscell, 0o664)
+    export_suite2p(log_path, suite2p_plane)
+    assert stat.S_IMODE(os.stat(iscell).st_mode) == 0o664  # a group-shared file stays group-writable
+    if os.geteuid() != 0:  # root may write anything: the check below needs a plain user
+        os.chmod(iscell, 0o444)
+        with pytest.raises(InputError, match="write-protected"):
+            export_suite2p(log_path, suite2p_plane)

@@ -227,11 +227,18 @@ def _atomic(path: Path) -> Iterator[Path]:
     if not path.parent.is_dir():
         raise InputError(f"Folder {path.parent} does not exist; create it or choose another target.")
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"{path} is write-protected; make it writable (or choose another target) to export there.")
     try:
         yield tmp
         _fsync_file(tmp)
+        if path.exists():
+            shutil.copymode(path, tmp)  # the file keeps its permissions (e.g. group-writable)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except PermissionError as exc:
+        raise InputError(f"cannot write in {path.parent} ({exc.strerror}); choose a folder you can write to, "
+                         "or fix its permissions.") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -248,8 +255,12 @@ def _backup(path: Path) -> Path | None:
     while dest.exists():
         dest = path.with_name(f"{path.stem}.actsort-backup-{stamp}-{k}{path.suffix}")
         k += 1
-    with _atomic(dest) as tmp:
-        shutil.copy2(path, tmp)
+    try:
+        with _atomic(dest) as tmp:
+            shutil.copy2(path, tmp)
+    except PermissionError as exc:
+        raise InputError(f"cannot write the backup of {path.name} in {path.parent} ({exc.strerror}); choose a "
+                         "folder you can write to, or fix its permissions.") from exc
     return dest
 
 
@@ -314,9 +325,28 @@ def export_csv(labels: Any, target: str | os.PathLike, **kw: Any) -> Written:
     """
     target = Path(target)
     table = label_table(labels, **kw)
+    _check_replaceable(target, "csv")
     with _replacing(target) as (tmp, backup):
         table.to_csv(tmp, index=True, float_format="%.17g")
     return Written(target, backup)
+
+
+def _check_replaceable(target: Path, fmt: str) -> None:
+    """Refuse to replace an existing file that is not an earlier labels export of ``fmt`` (a results file given by mistake)."""
+    if not target.is_file():
+        return
+    try:
+        if fmt == "csv":
+            with open(target, encoding="utf-8") as fh:
+                ours = fh.readline().strip().split(",")[:2] == ["candidate", "candidate_id"]
+        else:
+            ours = _guess_format(target) == fmt
+    except (InputError, OSError, UnicodeDecodeError):
+        ours = False
+    if not ours:
+        raise InputError(f"{target} exists and is not a labels file written by actsort_nb's {fmt} export; "
+                         f"choose a new file name (a results file of another tool is exported to with "
+                         f"--format suite2p, caiman or nwb).")
 
 
 def _events_arrays(labels: Any) -> dict[str, np.ndarray] | None:
@@ -367,6 +397,7 @@ def export_hdf5(labels: Any, target: str | os.PathLike, **kw: Any) -> Written:
     table = label_table(labels, **kw)
     events = _events_arrays(labels)
     string = h5py.string_dtype("utf-8")
+    _check_replaceable(target, "hdf5")
     with _replacing(target) as (tmp, backup):
         with h5py.File(tmp, "w") as h:
             h.attrs["format"] = LABELS_FORMAT
@@ -715,7 +746,11 @@ def export_nwb(labels: Any, target: str | os.PathLike, *, out: str | os.PathLike
     with _replacing(out) as (tmp, backup):
         shutil.copyfile(source, tmp)
         with NWBHDF5IO(str(tmp), "a") as io:
-            nwbfile = io.read()
+            try:
+                nwbfile = io.read()
+            except (TypeError, ValueError, KeyError) as exc:  # e.g. "Missing NWB version in file"
+                raise InputError(f"{source} is an HDF5 file but not an NWB file ({exc}); give the .nwb file "
+                                 "holding the ROIs (a CaImAn results file is exported to with --format caiman).") from exc
             plane = _pick_plane(nwbfile, plane_segmentation, source)
             n_target = len(plane.id)
             if n is not None and int(n) != n_target:
