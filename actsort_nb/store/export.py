@@ -536,11 +536,13 @@ def export_suite2p(labels: Any, target: str | os.PathLike, *, n: int | None = No
     # which would keep a label undone since)
     record = _suite2p_record(path)
     ours = original is not None and record.get("written") == _sha256(path)
+    kept = record.get("suite2p") if ours else None
     base = original
-    if ours:
-        kept = record.get("suite2p")
-        base = _load_npy(folder / kept, "the backup of Suite2p's iscell.npy") if kept else None
-        if base is not None and base.shape != original.shape:
+    if ours and kept is None:  # the first export made iscell.npy: there was no Suite2p file
+        base = None
+    elif ours and (folder / kept).is_file():
+        base = _load_npy(folder / kept, "the backup of Suite2p's iscell.npy")
+        if base.shape != original.shape:
             base = original
     out = np.zeros((len(table), 2), dtype=np.float64)
     if base is not None:
