@@ -209,3 +209,24 @@ def test_preprocess_trace_order_option_fixes_transposed_extract_traces(tmp_path,
     assert main(args) == 2
     assert "--trace-order NT" in capsys.readouterr().err
     assert main(args + ["--trace-order", "NT"]) == 0, capsys.readouterr().err
+
+
+def test_info_describes_the_packages_own_label_files(tmp_path, capsys):
+    from actsort_nb.store import LabelLog, export
+
+    log_path = tmp_path / "labels.sqlite"
+    with LabelLog(log_path, annotator="ana", dataset="d") as log:
+        log.n_candidates = 5
+        log.record(0, 1, candidate_id="0")
+        log.record(2, 0, candidate_id="2")
+        export(log, "csv", tmp_path / "labels.csv")
+        export(log, "hdf5", tmp_path / "labels.h5")
+    assert main(["info", str(log_path)]) == 0
+    out = capsys.readouterr().out
+    assert "actsort_nb label log" in out and "candidates: 5" in out and "annotator ana: 2 labelled (1 cells" in out
+    for name, kind in (("labels.csv", "CSV"), ("labels.h5", "HDF5")):
+        assert main(["info", str(tmp_path / name)]) == 0
+        out = capsys.readouterr().out
+        assert f"actsort_nb labels ({kind} export)" in out and "candidates: 5" in out and "decided by a human: 2" in out
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    assert main(["info", str(tmp_path / "other.csv")]) == 2

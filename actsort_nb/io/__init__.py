@@ -242,6 +242,42 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _describe_labels(path: Path) -> list[str]:
+    """Lines on actsort_nb's own label files (a label log, a CSV or HDF5 labels export); [] for anything else."""
+    from ..store import LabelLog, read_labels
+    from ..store.export import is_labels_csv
+
+    if not path.is_file():
+        return []
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head == b"SQLite format 3\x00":
+        try:
+            log = LabelLog(path)
+        except InputError:
+            return []
+        with log:
+            lines = ["format: actsort_nb label log (SQLite)", f"dataset: {log.dataset}",
+                     f"candidates: {log.n_candidates if log.n_candidates is not None else 'not recorded'}"]
+            for who in log.annotators():
+                mine = log.history(annotator=who)
+                cells = sum(d.label == 1 for d in mine)
+                lines.append(f"annotator {who}: {len(mine)} labelled ({cells} cells, {len(mine) - cells} not cells)")
+        return lines
+    kind = "HDF5" if is_hdf5(path) else "CSV"
+    if kind == "CSV" and not is_labels_csv(path):
+        return []
+    try:
+        table = read_labels(path, format=kind.lower())
+    except (InputError, OSError, ValueError, KeyError):
+        return []
+    human = int((table["source"] == "human").sum())
+    model = int((table["source"] == "model").sum())
+    return [f"format: actsort_nb labels ({kind} export)", f"candidates: {len(table)}",
+            f"decided by a human: {human}, by the model: {model}, undecided: {len(table) - human - model}",
+            f"cells: {int((table['label'] == 1).sum())}"]
+
+
 def describe(path, trust: bool = False) -> str:
     """Say in a few lines what a file holds: format, candidates, field of view, frames, frame rate, variables.
 
@@ -283,6 +319,9 @@ def describe(path, trust: bool = False) -> str:
             if "features" in ss:
                 lines.insert(3, f"features: {ss.sizes['feature']}")
             return "\n".join(lines)
+        own = _describe_labels(path)
+        if own:
+            return "\n".join(lines + own)
         if is_hdf5(path):
             return "\n".join(lines + ["format: HDF5 (not a known extraction output)"] + _describe_h5(path))
         if path.is_dir():

@@ -331,17 +331,22 @@ def export_csv(labels: Any, target: str | os.PathLike, **kw: Any) -> Written:
     return Written(target, backup)
 
 
+def is_labels_csv(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a CSV written by :func:`export_csv` (its header)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().strip().split(",")[:2] == ["candidate", "candidate_id"]
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _check_replaceable(target: Path, fmt: str) -> None:
     """Refuse to replace an existing file that is not an earlier labels export of ``fmt`` (a results file given by mistake)."""
     if not target.is_file():
         return
     try:
-        if fmt == "csv":
-            with open(target, encoding="utf-8") as fh:
-                ours = fh.readline().strip().split(",")[:2] == ["candidate", "candidate_id"]
-        else:
-            ours = _guess_format(target) == fmt
-    except (InputError, OSError, UnicodeDecodeError):
+        ours = is_labels_csv(target) if fmt == "csv" else _guess_format(target) == fmt
+    except (InputError, OSError):
         ours = False
     if not ours:
         raise InputError(f"{target} exists and is not a labels file written by actsort_nb's {fmt} export; "
