@@ -133,22 +133,31 @@ def test_demo_and_preprocess_options_are_checked_in_one_sentence(tmp_path, capsy
         assert expected in err and err.count("\n") == 1
 
 
-def test_preprocess_movie_dataset_option(tmp_path, capsys):
-    # an HDF5 movie file holding two stacks: the error names the CLI option, and the option picks one
-    import h5py
+def _preprocess_args(tmp_path, movie_name: str, *, traces_nt: bool = False) -> tuple[list[str], object]:
+    """A small simulated recording saved as an EXTRACT .mat (traces [T N], or [N T]); the CLI's preprocess
+    arguments for it with the movie at ``movie_name`` (written by the caller), and the recording."""
     import scipy.io
 
     from actsort_nb.synthetic import simulate_recording
 
     ds = simulate_recording(n_cells=4, shape=(32, 32), n_frames=60, seed=1)
+    fp = ds.footprints.transpose("y", "x", "candidate").data
+    traces = ds.traces.values if traces_nt else ds.traces.transpose("time", "candidate").values
+    scipy.io.savemat(tmp_path / "e.mat", {"spatial_weights": fp.todense() if hasattr(fp, "todense") else np.asarray(fp),
+                                          "temporal_weights": traces})
+    args = ["preprocess", str(tmp_path / movie_name), str(tmp_path / "e.mat"), "-o", str(tmp_path / "o.h5"), "--quiet",
+            "--no-features"]
+    return args, ds
+
+
+def test_preprocess_movie_dataset_option(tmp_path, capsys):
+    # an HDF5 movie file holding two stacks: the error names the CLI option, and the option picks one
+    import h5py
+
+    args, ds = _preprocess_args(tmp_path, "m.h5")
     with h5py.File(tmp_path / "m.h5", "w") as f:
         f["mov"] = ds.movie.values
         f["ref_stack"] = ds.movie.values[:10]
-    fp = ds.footprints.transpose("y", "x", "candidate").data
-    scipy.io.savemat(tmp_path / "e.mat", {"spatial_weights": fp.todense() if hasattr(fp, "todense") else np.asarray(fp),
-                                          "temporal_weights": ds.traces.transpose("time", "candidate").values})
-    args = ["preprocess", str(tmp_path / "m.h5"), str(tmp_path / "e.mat"), "-o", str(tmp_path / "o.h5"), "--quiet",
-            "--no-features"]
     assert main(args) == 2
     assert "CLI: --movie-dataset name" in capsys.readouterr().err
     assert main(args + ["--movie-dataset", "mov"]) == 0, capsys.readouterr().err
@@ -195,17 +204,8 @@ def test_ctrl_c_is_one_sentence_that_says_how_to_resume(monkeypatch, tmp_path, c
 
 
 def test_preprocess_trace_order_option_fixes_transposed_extract_traces(tmp_path, capsys):
-    import scipy.io
-
-    from actsort_nb.synthetic import simulate_recording
-
-    ds = simulate_recording(n_cells=4, shape=(32, 32), n_frames=60, seed=1)
+    args, ds = _preprocess_args(tmp_path, "m.npy", traces_nt=True)  # [N T], not EXTRACT's [T N]
     np.save(tmp_path / "m.npy", ds.movie.values)
-    fp = ds.footprints.transpose("y", "x", "candidate").data
-    scipy.io.savemat(tmp_path / "e.mat", {"spatial_weights": fp.todense() if hasattr(fp, "todense") else np.asarray(fp),
-                                          "temporal_weights": ds.traces.values})  # [N T], not EXTRACT's [T N]
-    args = ["preprocess", str(tmp_path / "m.npy"), str(tmp_path / "e.mat"), "-o", str(tmp_path / "o.h5"), "--quiet",
-            "--no-features"]
     assert main(args) == 2
     assert "--trace-order NT" in capsys.readouterr().err
     assert main(args + ["--trace-order", "NT"]) == 0, capsys.readouterr().err
