@@ -243,3 +243,24 @@ def test_dict_attributes_survive_the_sort_set(tmp_path):
     back = open_sortset(tmp_path / "s.h5")
     assert back.attrs["meta"] == {"a": 1, "b": [1, 2], "c": {"d": 0.5}}
     assert back["traces"].attrs["units"] == {"scale": 2}
+
+
+def test_the_first_run_after_installing_says_it_compiles(tmp_path):
+    # a fresh numba cache is a first run: preprocess says so once, and the next run does not
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from actsort_nb.preprocess import first_run, preprocess
+from actsort_nb.synthetic import simulate_recording
+print(first_run())
+cands = simulate_recording(n_cells=3, shape=(40, 40), n_frames=40, seed=0)
+preprocess(cands, features=False)
+print(first_run())
+"""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, check=True)
+    assert run.stdout.split() == ["True", "False"]
+    assert run.stderr.count("the first run after installing compiles the kernels") == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -41,6 +42,7 @@ __all__ = [
     "crop_footprints",
     "crop_origins",
     "crop_size",
+    "first_run",
     "open_sortset",
     "preprocess",
     "top_events",
@@ -67,6 +69,20 @@ def _disk_full(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def first_run() -> bool:
+    """Whether the pass's compiled kernels are not in numba's cache yet (the first run after installing).
+
+    That run compiles them (~40 s on 2 cores with the features); numba caches them for
+    the next ones. False where this cannot be told (numba's cache layout is not public).
+    """
+    try:
+        from ._kernels import _chunk_moments
+
+        return not os.path.exists(_chunk_moments._cache._cache_file._index_path)
+    except Exception:  # noqa: BLE001 - no note rather than an error
+        return False
 
 
 def _check_out(out, candidates: xr.Dataset, movie) -> None:
@@ -197,6 +213,9 @@ def preprocess(
     if n_t <= 2 * EDGE_FRAMES:
         warnings.warn(f"the recording has only {n_t} frames: ActSort's event rule ignores the first and last "
                       f"{EDGE_FRAMES}, so every candidate's events are frame 0.", stacklevel=2)
+    if progress and first_run():
+        print("actsort_nb: the first run after installing compiles the kernels (about 40 s, once; numba caches "
+              "them for later runs).", file=sys.stderr, flush=True)
     fp = candidates.actsort.footprints_coo()
     traces = candidates["traces"].transpose("candidate", "time").data
     movie = candidates["movie"].transpose("time", "y", "x").data
