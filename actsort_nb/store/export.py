@@ -135,8 +135,9 @@ def label_table(labels: Any, n: int | None = None, *, p_cell: Any = None, annota
                 raise InputError(f"p_cell has {len(p_cell)} values but {log.path} holds a decision on candidate "
                                  f"{last}; pass one P(cell) per candidate of the dataset.")
             if n is None:
-                n = (len(p_cell) if p_cell is not None else len(candidate_ids) if candidate_ids is not None
-                     else log.n_candidates if log.n_candidates is not None else last + 1)
+                n = len(p_cell) if p_cell is not None else len(candidate_ids) if candidate_ids is not None else None
+                n = log.n_candidates if n is None else n  # as the panel recorded it
+                n = last + 1 if n is None else n
             human = log.labels(n, annotator=annotator, ties=ties)
         finally:
             if opened:
